@@ -1,0 +1,309 @@
+//! The contract between the kernel programs (`agent-ebpf`) and the userspace agent.
+//!
+//! Everything here crosses the kernel/user boundary as raw bytes, so the types are
+//! deliberately boring: `#[repr(C)]`, `Copy`, plain integers with explicit padding,
+//! numeric codes instead of enums, and a compile-time size check for each struct so
+//! that a change on one side that the other side does not see fails to build.
+//! Userspace decodes the codes with `TryFrom` and counts whatever does not decode.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Upper bound, fixed at compile time, of the payload captured per syscall (per
+/// message for `sendmmsg`/`recvmmsg`). The runtime cap (`CAPTURE_BYTES`) is at most
+/// this. A power of two so the kernel side can bound offsets with a mask.
+pub const MAX_CAPTURE_BYTES: usize = 8 * 1024;
+/// Default runtime cap on the payload captured per syscall.
+pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
+/// iovec entries walked per `readv`/`writev`/`sendmsg`/`recvmsg` (constant loop bound).
+pub const MAX_IOV: usize = 8;
+/// Messages reported per `sendmmsg`/`recvmmsg` call (constant loop bound).
+pub const MAX_MMSG: usize = 8;
+/// Bytes of a `struct sockaddr` copied verbatim (the size of `sockaddr_in6`).
+pub const SOCKADDR_BYTES: usize = 28;
+
+/// Map names, shared so userspace looks maps up by the same names the kernel defines.
+pub mod maps {
+    /// Ring buffer carrying [`EventHeader`](super::EventHeader) + payload records.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU array of `u64` loss counters indexed by [`Loss`](super::Loss).
+    pub const LOSSES: &str = "LOSSES";
+    /// LRU hash of sockets the kernel knows: [`SockKey`](super::SockKey) → [`SockInfo`](super::SockInfo).
+    pub const SOCKETS: &str = "SOCKETS";
+    /// LRU hash of syscalls in flight, keyed by `pid_tgid`.
+    pub const ACTIVE: &str = "ACTIVE";
+}
+
+/// Names of the global variables userspace sets at load time.
+pub mod globals {
+    /// `u32`: the agent's own tgid; the kernel never reports it.
+    pub const AGENT_TGID: &str = "AGENT_TGID";
+    /// `u32`: payload bytes captured per syscall, at most [`MAX_CAPTURE_BYTES`](super::MAX_CAPTURE_BYTES).
+    pub const CAPTURE_BYTES: &str = "CAPTURE_BYTES";
+}
+
+/// Syscalls the kernel programs trace. Stored as `u32` in events and enter state.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 1,
+    Write = 2,
+    Readv = 3,
+    Writev = 4,
+    Recvfrom = 5,
+    Sendto = 6,
+    Recvmsg = 7,
+    Sendmsg = 8,
+    Recvmmsg = 9,
+    Sendmmsg = 10,
+    Accept = 11,
+    Accept4 = 12,
+    Connect = 13,
+    Close = 14,
+}
+
+impl Syscall {
+    pub const ALL: [Syscall; 14] = [
+        Syscall::Read,
+        Syscall::Write,
+        Syscall::Readv,
+        Syscall::Writev,
+        Syscall::Recvfrom,
+        Syscall::Sendto,
+        Syscall::Recvmsg,
+        Syscall::Sendmsg,
+        Syscall::Recvmmsg,
+        Syscall::Sendmmsg,
+        Syscall::Accept,
+        Syscall::Accept4,
+        Syscall::Connect,
+        Syscall::Close,
+    ];
+
+    /// The syscall's name as in `syscalls:sys_enter_<name>`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Syscall::Read => "read",
+            Syscall::Write => "write",
+            Syscall::Readv => "readv",
+            Syscall::Writev => "writev",
+            Syscall::Recvfrom => "recvfrom",
+            Syscall::Sendto => "sendto",
+            Syscall::Recvmsg => "recvmsg",
+            Syscall::Sendmsg => "sendmsg",
+            Syscall::Recvmmsg => "recvmmsg",
+            Syscall::Sendmmsg => "sendmmsg",
+            Syscall::Accept => "accept",
+            Syscall::Accept4 => "accept4",
+            Syscall::Connect => "connect",
+            Syscall::Close => "close",
+        }
+    }
+
+    /// Data flows from the application to the network.
+    pub const fn is_egress(self) -> bool {
+        matches!(
+            self,
+            Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg | Syscall::Sendmmsg
+        )
+    }
+
+    /// Syscalls that fail with `ENOTSOCK` on anything but a socket: a successful one
+    /// proves the fd is a socket even if the agent never saw it being opened.
+    pub const fn is_socket_only(self) -> bool {
+        matches!(
+            self,
+            Syscall::Recvfrom
+                | Syscall::Sendto
+                | Syscall::Recvmsg
+                | Syscall::Sendmsg
+                | Syscall::Recvmmsg
+                | Syscall::Sendmmsg
+        )
+    }
+}
+
+impl TryFrom<u32> for Syscall {
+    type Error = u32;
+    fn try_from(code: u32) -> Result<Self, u32> {
+        Syscall::ALL
+            .iter()
+            .copied()
+            .find(|s| *s as u32 == code)
+            .ok_or(code)
+    }
+}
+
+/// Event kinds (`EventHeader::kind`).
+pub mod kind {
+    /// Payload moved by a data syscall; `captured` bytes follow the header.
+    pub const DATA: u32 = 1;
+    /// `accept`/`accept4` returned a new connection (`fd` is the new fd).
+    pub const ACCEPT: u32 = 2;
+    /// `connect` succeeded or is in progress (`EINPROGRESS`).
+    pub const CONNECT: u32 = 3;
+    /// A tracked socket fd was closed.
+    pub const CLOSE: u32 = 4;
+}
+
+/// Bits of `EventHeader::flags` and `SockInfo::flags`.
+pub mod flags {
+    /// Fewer bytes were captured than the syscall moved (cap, iovec or copy limit).
+    pub const TRUNCATED: u32 = 1 << 0;
+    /// `addr` holds a sockaddr given to or returned by this syscall.
+    pub const HAS_ADDR: u32 = 1 << 1;
+    /// The socket was first seen through a data syscall, not `accept`/`connect`.
+    pub const DISCOVERED: u32 = 1 << 2;
+    /// The socket was accepted (we are the server side).
+    pub const ROLE_SERVER: u32 = 1 << 3;
+    /// The socket was connected (we are the client side).
+    pub const ROLE_CLIENT: u32 = 1 << 4;
+    /// The socket existed before the agent started (inserted by userspace).
+    pub const PREEXISTING: u32 = 1 << 5;
+    /// Copying the payload from user memory failed; `captured` is 0.
+    pub const COPY_FAILED: u32 = 1 << 6;
+    /// Set by userspace on sockets that are not ours (Unix-domain, netlink, …): the
+    /// kernel skips them without emitting anything.
+    pub const IGNORED: u32 = 1 << 7;
+}
+
+/// Direction of a data event.
+pub mod direction {
+    /// Bytes read by the application (received from the peer).
+    pub const INGRESS: u32 = 1;
+    /// Bytes written by the application (sent to the peer).
+    pub const EGRESS: u32 = 2;
+}
+
+/// Reasons for lost or partial data; indices into the `LOSSES` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The ring buffer had no room: the whole event is lost.
+    RingbufFull = 0,
+    /// `bpf_probe_read_user` of a payload failed: event sent without payload.
+    CopyFailed = 1,
+    /// More iovecs than `MAX_IOV`: the payload is truncated (the byte count is exact).
+    IovLimit = 2,
+    /// More messages than `MAX_MMSG` in one `sendmmsg`/`recvmmsg`: the rest are lost.
+    MmsgLimit = 3,
+    /// A syscall exit without the state its enter should have stored (LRU eviction).
+    NoEnterState = 4,
+    /// Inserting into the socket table failed.
+    SocketTableInsert = 5,
+    /// Inserting syscall enter state failed.
+    EnterStateInsert = 6,
+    /// The per-CPU scratch buffer could not be looked up.
+    Scratch = 7,
+}
+
+impl Loss {
+    pub const COUNT: usize = 8;
+    pub const ALL: [Loss; Loss::COUNT] = [
+        Loss::RingbufFull,
+        Loss::CopyFailed,
+        Loss::IovLimit,
+        Loss::MmsgLimit,
+        Loss::NoEnterState,
+        Loss::SocketTableInsert,
+        Loss::EnterStateInsert,
+        Loss::Scratch,
+    ];
+
+    /// Stable name used in self-metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Loss::RingbufFull => "ringbuf_full",
+            Loss::CopyFailed => "copy_failed",
+            Loss::IovLimit => "iov_limit",
+            Loss::MmsgLimit => "mmsg_limit",
+            Loss::NoEnterState => "no_enter_state",
+            Loss::SocketTableInsert => "socket_table_insert",
+            Loss::EnterStateInsert => "enter_state_insert",
+            Loss::Scratch => "scratch",
+        }
+    }
+}
+
+/// Header of every ring buffer record. Data events are followed by `captured`
+/// payload bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Bits of [`flags`].
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at syscall exit.
+    pub ts_ns: u64,
+    /// Process id (`pid_tgid >> 32`).
+    pub tgid: u32,
+    /// Thread id (`pid_tgid as u32`).
+    pub tid: u32,
+    pub fd: i32,
+    /// A [`Syscall`] code.
+    pub syscall: u32,
+    /// Identifies the connection behind (`tgid`, `fd`): changes when the fd number is reused.
+    pub conn_id: u64,
+    /// Data: bytes the syscall moved. Connect: its return value (0 or `-EINPROGRESS`).
+    /// Accept: the listening fd.
+    pub bytes: i64,
+    /// Payload bytes that follow this header.
+    pub captured: u32,
+    /// One of [`direction`] for data events, 0 otherwise.
+    pub direction: u32,
+    /// `comm` of the calling thread (NUL padded).
+    pub comm: [u8; 16],
+    /// Raw `struct sockaddr` bytes when `flags & HAS_ADDR`.
+    pub addr: [u8; SOCKADDR_BYTES],
+    /// Length of `addr` the syscall reported (or `SOCKADDR_BYTES` when unknown).
+    pub addr_len: u32,
+}
+const _: () = assert!(size_of::<EventHeader>() == 104);
+
+/// Key of the kernel's socket table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+const _: () = assert!(size_of::<SockKey>() == 8);
+
+/// Value of the kernel's socket table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockInfo {
+    pub conn_id: u64,
+    /// Bits of [`flags`] (role, discovered, preexisting).
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<SockInfo>() == 16);
+
+/// Syscall arguments saved at enter, consumed at exit (keyed by `pid_tgid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingCall {
+    pub syscall: u32,
+    pub fd: i32,
+    /// Buffer, iovec array, msghdr, mmsghdr array or sockaddr pointer (arg 1).
+    pub arg1: u64,
+    /// Length, iovec count or message count (arg 2).
+    pub arg2: u64,
+    /// `sendto`/`recvfrom` sockaddr pointer (arg 4).
+    pub arg4: u64,
+}
+const _: () = assert!(size_of::<PendingCall>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays, every bit pattern is valid.
+    unsafe impl aya::Pod for super::SockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PendingCall {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EventHeader {}
+}

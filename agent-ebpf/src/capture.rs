@@ -1,0 +1,480 @@
+//! Enter/exit logic shared by all syscall programs.
+//!
+//! Every function here is `#[inline(always)]` and takes the syscall as a constant,
+//! so each program only contains the path of its own syscall.
+
+use agent_common::{
+    EventHeader, Loss, MAX_CAPTURE_BYTES, MAX_IOV, MAX_MMSG, PendingCall, SOCKADDR_BYTES,
+    SockInfo, SockKey, Syscall, direction, flags, kind,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated,
+    },
+    programs::TracePointContext,
+};
+
+use crate::{
+    ACTIVE, AGENT_TGID, CAPTURE_BYTES, EVENTS, SCRATCH, SOCKETS, Scratch, count_loss,
+    count_losses, tp,
+};
+
+const EINPROGRESS: i64 = 115;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Offsets in the C structs we read from user memory (LP64).
+const IOVEC_SIZE: u64 = 16;
+const MSGHDR_NAME: u64 = 0;
+const MSGHDR_NAMELEN: u64 = 8;
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+const MMSGHDR_LEN: u64 = 56;
+const MMSGHDR_SIZE: u64 = 64;
+
+/// Offsets are masked with this (< cap ≤ MAX); lengths with `LEN_MASK` (< 2 × MAX).
+const OFF_MASK: u32 = MAX_CAPTURE_BYTES as u32 - 1;
+const LEN_MASK: u32 = 2 * MAX_CAPTURE_BYTES as u32 - 1;
+
+/// CLOCK_MONOTONIC in nanoseconds; also used as connection id (see `SockInfo`).
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn is_connection_syscall(syscall: Syscall) -> bool {
+    matches!(syscall, Syscall::Accept | Syscall::Accept4 | Syscall::Connect)
+}
+
+#[inline(always)]
+pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == AGENT_TGID.load() {
+        return Ok(());
+    }
+    let fd = tp::arg(ctx, 0) as i32;
+    // read/write/readv/writev/close work on any fd: keep state only for known
+    // sockets, so file and pipe I/O costs one hash lookup and nothing more.
+    if !syscall.is_socket_only() && !is_connection_syscall(syscall) {
+        // SAFETY: the value is copied out immediately.
+        match unsafe { SOCKETS.get(&SockKey { tgid, fd }) } {
+            Some(info) if info.flags & flags::IGNORED == 0 => {}
+            _ => return Ok(()),
+        }
+    }
+    let call = PendingCall {
+        syscall: syscall as u32,
+        fd,
+        arg1: if syscall == Syscall::Close { 0 } else { tp::arg(ctx, 1) },
+        arg2: if syscall == Syscall::Close { 0 } else { tp::arg(ctx, 2) },
+        arg4: if matches!(syscall, Syscall::Sendto | Syscall::Recvfrom) {
+            tp::arg(ctx, 4)
+        } else {
+            0
+        },
+    };
+    ACTIVE
+        .insert(&pid_tgid, &call, 0)
+        .map_err(|_| Loss::EnterStateInsert)
+}
+
+#[inline(always)]
+pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is removed.
+    let call = match unsafe { ACTIVE.get(&pid_tgid) } {
+        Some(call) => *call,
+        None => {
+            // Enter always stores state for these; for the others a miss just
+            // means the fd was not a socket.
+            let tgid = (pid_tgid >> 32) as u32;
+            if tgid != AGENT_TGID.load()
+                && (syscall.is_socket_only() || is_connection_syscall(syscall))
+            {
+                return Err(Loss::NoEnterState);
+            }
+            return Ok(());
+        }
+    };
+    let _ = ACTIVE.remove(&pid_tgid);
+    if call.syscall != syscall as u32 {
+        // Left behind by a thread that never exited its previous syscall.
+        return Ok(());
+    }
+    let ret = tp::ret(ctx);
+    match syscall {
+        Syscall::Accept | Syscall::Accept4 => on_accept(pid_tgid, ret, &call),
+        Syscall::Connect => on_connect(pid_tgid, ret, &call),
+        Syscall::Close => on_close(pid_tgid, ret, &call),
+        Syscall::Recvmmsg | Syscall::Sendmmsg => on_mmsg(pid_tgid, ret, &call, syscall),
+        _ => on_data(pid_tgid, ret, &call, syscall),
+    }
+}
+
+#[inline(always)]
+fn on_accept(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
+    if ret < 0 {
+        return Ok(());
+    }
+    // Unix-domain listeners are not ours. Without a peer buffer the family is
+    // unknown here; userspace resolves it and marks the socket ignored.
+    if call.arg1 != 0 {
+        // SAFETY: bounded read of a user pointer; failure is handled.
+        let family = unsafe { bpf_probe_read_user(call.arg1 as *const u16) }.unwrap_or(0);
+        if family != AF_INET && family != AF_INET6 {
+            return Ok(());
+        }
+    }
+    let fd = ret as i32;
+    let info = SockInfo {
+        conn_id: now(),
+        flags: flags::ROLE_SERVER,
+        _pad: 0,
+    };
+    track(pid_tgid, fd, &info)?;
+    // `bytes` carries the listening fd: userspace knows the local address from it
+    // even when the connection is gone before procfs can be read.
+    emit_conn(kind::ACCEPT, pid_tgid, fd, &info, call.syscall, i64::from(call.fd), call.arg1)
+}
+
+#[inline(always)]
+fn on_connect(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
+    if ret != 0 && ret != -EINPROGRESS {
+        return Ok(());
+    }
+    // Only IP sockets: Unix-domain and AF_UNSPEC (UDP "disconnect") are not ours.
+    // SAFETY: bounded read of a user pointer; failure is handled.
+    let family = unsafe { bpf_probe_read_user(call.arg1 as *const u16) }.unwrap_or(0);
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let info = SockInfo {
+        conn_id: now(),
+        flags: flags::ROLE_CLIENT,
+        _pad: 0,
+    };
+    track(pid_tgid, call.fd, &info)?;
+    emit_conn(kind::CONNECT, pid_tgid, call.fd, &info, call.syscall, ret, call.arg1)
+}
+
+#[inline(always)]
+fn on_close(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
+    if ret != 0 {
+        return Ok(());
+    }
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: call.fd,
+    };
+    // SAFETY: copied out before removal.
+    let Some(info) = (unsafe { SOCKETS.get(&key) }).copied() else {
+        return Ok(());
+    };
+    let _ = SOCKETS.remove(&key);
+    if info.flags & flags::IGNORED != 0 {
+        return Ok(());
+    }
+    emit_conn(kind::CLOSE, pid_tgid, call.fd, &info, call.syscall, 0, 0)
+}
+
+fn track(pid_tgid: u64, fd: i32, info: &SockInfo) -> Result<(), Loss> {
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    SOCKETS
+        .insert(&key, info, 0)
+        .map_err(|_| Loss::SocketTableInsert)
+}
+
+/// The socket behind a data syscall, registering it when the syscall itself proves
+/// it is one. `None` when it is not (or no longer) tracked, or userspace ignores it.
+#[inline(always)]
+fn socket_for_data(pid_tgid: u64, fd: i32, syscall: Syscall) -> Option<SockInfo> {
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    // SAFETY: copied out immediately.
+    let info = match unsafe { SOCKETS.get(&key) }.copied() {
+        Some(info) => info,
+        None if syscall.is_socket_only() => {
+            let info = SockInfo {
+                conn_id: now(),
+                flags: flags::DISCOVERED,
+                _pad: 0,
+            };
+            if SOCKETS.insert(&key, &info, 0).is_err() {
+                count_loss(Loss::SocketTableInsert);
+            }
+            info
+        }
+        None => return None,
+    };
+    if info.flags & flags::IGNORED != 0 {
+        return None;
+    }
+    Some(info)
+}
+
+#[inline(always)]
+fn scratch() -> Result<&'static mut Scratch, Loss> {
+    match SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, used by one program at a time on this CPU.
+        Some(ptr) => Ok(unsafe { &mut *ptr }),
+        None => Err(Loss::Scratch),
+    }
+}
+
+#[inline(always)]
+fn fill_header(
+    header: &mut EventHeader,
+    event_kind: u32,
+    pid_tgid: u64,
+    fd: i32,
+    info: &SockInfo,
+    syscall: u32,
+) {
+    header.kind = event_kind;
+    header.flags = info.flags;
+    header.ts_ns = now();
+    header.tgid = (pid_tgid >> 32) as u32;
+    header.tid = pid_tgid as u32;
+    header.fd = fd;
+    header.syscall = syscall;
+    header.conn_id = info.conn_id;
+    header.bytes = 0;
+    header.captured = 0;
+    header.direction = 0;
+    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    header.addr_len = 0;
+}
+
+/// Copies the sockaddr at `ptr` (if any) into the header.
+#[inline(always)]
+fn read_addr(header: &mut EventHeader, ptr: u64) {
+    if ptr == 0 {
+        return;
+    }
+    // SAFETY: bounded read into a fixed-size array; failure leaves HAS_ADDR unset.
+    if let Ok(addr) = unsafe { bpf_probe_read_user(ptr as *const [u8; SOCKADDR_BYTES]) } {
+        header.addr = addr;
+        header.addr_len = SOCKADDR_BYTES as u32;
+        header.flags |= flags::HAS_ADDR;
+    }
+}
+
+#[inline(always)]
+fn emit_conn(
+    event_kind: u32,
+    pid_tgid: u64,
+    fd: i32,
+    info: &SockInfo,
+    syscall: u32,
+    ret: i64,
+    addr_ptr: u64,
+) -> Result<(), Loss> {
+    let buf = scratch()?;
+    fill_header(&mut buf.header, event_kind, pid_tgid, fd, info, syscall);
+    buf.header.bytes = ret;
+    read_addr(&mut buf.header, addr_ptr);
+    EVENTS
+        .output::<EventHeader>(&buf.header, 0)
+        .map_err(|_| Loss::RingbufFull)
+}
+
+/// Runtime capture cap, bounded for the verifier.
+#[inline(always)]
+fn cap() -> u32 {
+    let cap = CAPTURE_BYTES.load();
+    if cap > MAX_CAPTURE_BYTES as u32 {
+        MAX_CAPTURE_BYTES as u32
+    } else {
+        cap
+    }
+}
+
+/// `value & MASK`, in a form the optimiser cannot drop. LLVM removes masks it can
+/// prove redundant from the source's own bounds, but the verifier tracks bounds
+/// differently and needs to see the mask applied to the very register it checks.
+#[inline(always)]
+fn mask<const MASK: u32>(value: u32) -> u64 {
+    u64::from(core::hint::black_box(value) & MASK)
+}
+
+/// Copies `len` bytes from user `src` to `data[off..]`. `off < cap` and
+/// `len ≤ cap - off` hold by construction; the masks make that visible to the
+/// verifier.
+#[inline(always)]
+fn copy_user(data: &mut [u8; 3 * MAX_CAPTURE_BYTES], off: u32, src: u64, len: u32) -> bool {
+    let dst = data.as_mut_ptr().wrapping_add(mask::<OFF_MASK>(off) as usize);
+    // SAFETY: dst + len stays inside `data` (see the masks); the helper checks src.
+    let ret = unsafe {
+        generated::bpf_probe_read_user(dst.cast(), mask::<LEN_MASK>(len) as u32, src as *const _)
+    };
+    ret == 0
+}
+
+/// Copies up to `want` bytes of the iovec array into `data`; returns bytes copied.
+#[inline(always)]
+fn copy_iov(
+    data: &mut [u8; 3 * MAX_CAPTURE_BYTES],
+    iov: u64,
+    iovcnt: u64,
+    want: u32,
+) -> Result<u32, Loss> {
+    let mut off: u32 = 0;
+    for i in 0..MAX_IOV as u64 {
+        if i >= iovcnt || off >= want {
+            break;
+        }
+        // SAFETY: bounded read of one iovec from user memory.
+        let seg = unsafe { bpf_probe_read_user((iov + i * IOVEC_SIZE) as *const [u64; 2]) }
+            .map_err(|_| Loss::CopyFailed)?;
+        let room = (want - off) as u64;
+        let len = if seg[1] < room { seg[1] } else { room } as u32;
+        if len > 0 && !copy_user(data, off, seg[0], len) {
+            return Err(Loss::CopyFailed);
+        }
+        off += len;
+    }
+    if iovcnt > MAX_IOV as u64 && off < want {
+        count_loss(Loss::IovLimit);
+    }
+    Ok(off)
+}
+
+/// Sends the record in `buf` with `captured` payload bytes.
+#[inline(always)]
+fn submit(buf: &mut Scratch, captured: u32) -> Result<(), Loss> {
+    buf.header.captured = captured;
+    if (captured as i64) < buf.header.bytes {
+        buf.header.flags |= flags::TRUNCATED;
+    }
+    let len = core::mem::size_of::<EventHeader>() as u64 + mask::<LEN_MASK>(captured);
+    // SAFETY: `buf` is at least header + 2 × MAX bytes long; `len` is bounded by it.
+    let ret = unsafe {
+        generated::bpf_ringbuf_output(
+            core::ptr::from_ref(&EVENTS).cast_mut().cast(),
+            core::ptr::from_mut(buf).cast(),
+            len,
+            0,
+        )
+    };
+    if ret < 0 { Err(Loss::RingbufFull) } else { Ok(()) }
+}
+
+/// Starts a data record in the scratch buffer.
+#[inline(always)]
+fn begin_data(
+    pid_tgid: u64,
+    info: &SockInfo,
+    call: &PendingCall,
+    syscall: Syscall,
+    bytes: i64,
+) -> Result<&'static mut Scratch, Loss> {
+    let buf = scratch()?;
+    fill_header(&mut buf.header, kind::DATA, pid_tgid, call.fd, info, call.syscall);
+    buf.header.bytes = bytes;
+    buf.header.direction = if syscall.is_egress() {
+        direction::EGRESS
+    } else {
+        direction::INGRESS
+    };
+    Ok(buf)
+}
+
+/// read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg.
+#[inline(always)]
+fn on_data(pid_tgid: u64, ret: i64, call: &PendingCall, syscall: Syscall) -> Result<(), Loss> {
+    if ret <= 0 {
+        return Ok(());
+    }
+    let Some(info) = socket_for_data(pid_tgid, call.fd, syscall) else {
+        return Ok(());
+    };
+    let buf = begin_data(pid_tgid, &info, call, syscall, ret)?;
+    let want = if (ret as u64) < cap() as u64 { ret as u32 } else { cap() };
+    let copied = match syscall {
+        Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => {
+            if syscall == Syscall::Recvfrom || syscall == Syscall::Sendto {
+                read_addr(&mut buf.header, call.arg4);
+            }
+            if copy_user(&mut buf.data, 0, call.arg1, want) {
+                Ok(want)
+            } else {
+                Err(Loss::CopyFailed)
+            }
+        }
+        Syscall::Readv | Syscall::Writev => copy_iov(&mut buf.data, call.arg1, call.arg2, want),
+        _ => copy_msghdr(buf, call.arg1, want),
+    };
+    let captured = match copied {
+        Ok(n) => n,
+        Err(reason) => {
+            count_loss(reason);
+            buf.header.flags |= flags::COPY_FAILED;
+            0
+        }
+    };
+    submit(buf, captured)
+}
+
+/// Copies the name and up to `want` bytes of the data of the msghdr at `msg`.
+#[inline(always)]
+fn copy_msghdr(buf: &mut Scratch, msg: u64, want: u32) -> Result<u32, Loss> {
+    // SAFETY: bounded reads of user memory; failures are handled.
+    let (name, namelen, iov, iovlen) = unsafe {
+        (
+            bpf_probe_read_user((msg + MSGHDR_NAME) as *const u64).unwrap_or(0),
+            bpf_probe_read_user((msg + MSGHDR_NAMELEN) as *const u32).unwrap_or(0),
+            bpf_probe_read_user((msg + MSGHDR_IOV) as *const u64).map_err(|_| Loss::CopyFailed)?,
+            bpf_probe_read_user((msg + MSGHDR_IOVLEN) as *const u64)
+                .map_err(|_| Loss::CopyFailed)?,
+        )
+    };
+    if namelen > 0 {
+        read_addr(&mut buf.header, name);
+    }
+    copy_iov(&mut buf.data, iov, iovlen, want)
+}
+
+/// sendmmsg/recvmmsg: one record per message, `ret` being the message count.
+#[inline(always)]
+fn on_mmsg(pid_tgid: u64, ret: i64, call: &PendingCall, syscall: Syscall) -> Result<(), Loss> {
+    if ret <= 0 {
+        return Ok(());
+    }
+    let Some(info) = socket_for_data(pid_tgid, call.fd, syscall) else {
+        return Ok(());
+    };
+    for i in 0..MAX_MMSG as u64 {
+        if i >= ret as u64 {
+            break;
+        }
+        let msg = call.arg1 + i * MMSGHDR_SIZE;
+        // SAFETY: bounded read of user memory.
+        let Ok(len) = (unsafe { bpf_probe_read_user((msg + MMSGHDR_LEN) as *const u32) }) else {
+            count_loss(Loss::CopyFailed);
+            continue;
+        };
+        let buf = begin_data(pid_tgid, &info, call, syscall, len as i64)?;
+        let want = if len < cap() { len } else { cap() };
+        let captured = copy_msghdr(buf, msg, want).unwrap_or_else(|reason| {
+            count_loss(reason);
+            buf.header.flags |= flags::COPY_FAILED;
+            0
+        });
+        if let Err(reason) = submit(buf, captured) {
+            count_loss(reason);
+        }
+    }
+    if ret as u64 > MAX_MMSG as u64 {
+        count_losses(Loss::MmsgLimit, ret as u64 - MAX_MMSG as u64);
+    }
+    Ok(())
+}

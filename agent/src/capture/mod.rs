@@ -1,0 +1,95 @@
+//! Kernel capture: loading the programs, reading their events, reading their
+//! loss counters, and the userspace view of the kernel's socket table.
+
+pub mod event;
+pub mod loader;
+pub mod reader;
+
+use agent_common::{Loss, SockInfo, SockKey, flags, maps};
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+};
+
+pub use event::{Direction, Event, EventKind};
+
+/// The loaded kernel side. Dropping it detaches every program.
+pub struct Capture {
+    /// Keeps the programs loaded.
+    _ebpf: Ebpf,
+    /// Attached links; released in parallel on drop.
+    links: Vec<aya::programs::trace_point::TracePointLink>,
+    losses: PerCpuArray<MapData, u64>,
+    sockets: HashMap<MapData, SockKey, SockInfo>,
+}
+
+impl Capture {
+    /// Loads and attaches; returns the capture, its ring buffer and the attach report.
+    pub fn start(
+        settings: &crate::config::Settings,
+        agent_tgid: u32,
+    ) -> anyhow::Result<(Capture, RingBuf<MapData>, Vec<loader::AttachResult>)> {
+        let (mut ebpf, links, report) = loader::load(settings, agent_tgid)?;
+        let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("EVENTS map")?)?;
+        let losses = PerCpuArray::try_from(ebpf.take_map(maps::LOSSES).context("LOSSES map")?)?;
+        let sockets = HashMap::try_from(ebpf.take_map(maps::SOCKETS).context("SOCKETS map")?)?;
+        Ok((
+            Capture {
+                _ebpf: ebpf,
+                links,
+                losses,
+                sockets,
+            },
+            ring,
+            report,
+        ))
+    }
+
+    /// Detaches every program now (also done on drop).
+    pub fn detach(&mut self) {
+        loader::detach_all(std::mem::take(&mut self.links));
+    }
+
+    /// Kernel loss counters per reason, summed over CPUs.
+    pub fn losses(&self) -> Vec<(&'static str, u64)> {
+        Loss::ALL
+            .iter()
+            .map(|&reason| {
+                let total = self
+                    .losses
+                    .get(&(reason as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (reason.name(), total)
+            })
+            .collect()
+    }
+
+    /// Registers a socket that was open before the agent started, unless the
+    /// kernel already tracks that fd (its entry is more precise).
+    pub fn track_existing(&mut self, tgid: u32, fd: i32, info: SockInfo) -> anyhow::Result<()> {
+        const BPF_NOEXIST: u64 = 1;
+        self.sockets
+            .insert(SockKey { tgid, fd }, info, BPF_NOEXIST)
+            .context("inserting into the kernel socket table")
+    }
+
+    /// Tells the kernel to skip this socket from now on (not an IP socket), unless
+    /// the fd has meanwhile been reused for another connection.
+    pub fn ignore(&mut self, tgid: u32, fd: i32, conn_id: u64) {
+        let key = SockKey { tgid, fd };
+        if let Ok(mut info) = self.sockets.get(&key, 0)
+            && info.conn_id == conn_id
+        {
+            info.flags |= flags::IGNORED;
+            let _ = self.sockets.insert(key, info, 0);
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}

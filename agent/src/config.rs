@@ -1,0 +1,262 @@
+//! Command line, configuration file and environment, merged into [`Settings`].
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file given with
+//! `--config`, environment variables (`AGENT_*`), command-line flags. clap merges
+//! the last two; the file is layered underneath here.
+
+use std::{fs, path::PathBuf};
+
+use agent_common::{DEFAULT_CAPTURE_BYTES, MAX_CAPTURE_BYTES};
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Command line. Every option also reads an `AGENT_*` environment variable.
+#[derive(Debug, Default, Parser)]
+#[command(name = "agent", version, about = "Zero-instrumentation observability agent (eBPF)")]
+pub struct Cli {
+    /// TOML configuration file (same keys as the long options, with `_` for `-`).
+    #[arg(long, env = "AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Probe the kernel, print what the agent can use and exit (0: can run, 1: cannot).
+    #[arg(long)]
+    pub check: bool,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, env = "AGENT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `agent=debug`.
+    #[arg(long, env = "AGENT_LOG")]
+    pub log: Option<String>,
+    /// Only observe these process ids (repeat or comma-separate).
+    #[arg(long = "pid", env = "AGENT_PIDS", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Only observe processes whose executable name matches this glob (repeatable).
+    #[arg(long = "exe", env = "AGENT_EXES", value_delimiter = ',')]
+    pub exes: Vec<String>,
+    /// Only observe connections with this local or peer port (repeatable).
+    #[arg(long = "port", env = "AGENT_PORTS", value_delimiter = ',')]
+    pub ports: Vec<u16>,
+    /// Print one JSON line per connection and data event on stdout (debugging).
+    #[arg(long, env = "AGENT_EVENTS")]
+    pub events: bool,
+    /// Payload bytes captured per syscall (at most 8192).
+    #[arg(long, env = "AGENT_CAPTURE_BYTES")]
+    pub capture_bytes: Option<u32>,
+    /// Ring buffer size per CPU in KiB (the total is rounded to a power of two).
+    #[arg(long, env = "AGENT_RING_BUFFER_PER_CPU_KIB")]
+    pub ring_buffer_per_cpu_kib: Option<u32>,
+    /// Upper bound of the ring buffer in MiB, whatever the number of CPUs.
+    #[arg(long, env = "AGENT_RING_BUFFER_BUDGET_MIB")]
+    pub ring_buffer_budget_mib: Option<u32>,
+    /// Sockets the kernel tracks at once (LRU).
+    #[arg(long, env = "AGENT_SOCKET_TABLE_SIZE")]
+    pub socket_table_size: Option<u32>,
+    /// Connections userspace tracks at once (LRU).
+    #[arg(long, env = "AGENT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Bytes buffered per connection and direction for protocol parsers.
+    #[arg(long, env = "AGENT_STREAM_BUFFER_BYTES")]
+    pub stream_buffer_bytes: Option<usize>,
+    /// Events queued between the ring buffer reader and the connection table.
+    #[arg(long, env = "AGENT_EVENT_QUEUE")]
+    pub event_queue: Option<usize>,
+}
+
+/// The file form of the same options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub log_format: Option<LogFormat>,
+    pub log: Option<String>,
+    #[serde(default)]
+    pub pids: Vec<u32>,
+    #[serde(default)]
+    pub exes: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    pub events: Option<bool>,
+    pub capture_bytes: Option<u32>,
+    pub ring_buffer_per_cpu_kib: Option<u32>,
+    pub ring_buffer_budget_mib: Option<u32>,
+    pub socket_table_size: Option<u32>,
+    pub max_connections: Option<usize>,
+    pub stream_buffer_bytes: Option<usize>,
+    pub event_queue: Option<usize>,
+}
+
+/// Resolved settings the agent runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub log_format: LogFormat,
+    pub log: String,
+    pub pids: Vec<u32>,
+    pub exes: Vec<String>,
+    pub ports: Vec<u16>,
+    pub events: bool,
+    pub capture_bytes: u32,
+    pub ring_buffer_per_cpu_kib: u32,
+    pub ring_buffer_budget_mib: u32,
+    pub socket_table_size: u32,
+    pub max_connections: usize,
+    pub stream_buffer_bytes: usize,
+    pub event_queue: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            log_format: LogFormat::Text,
+            log: "info".into(),
+            pids: Vec::new(),
+            exes: Vec::new(),
+            ports: Vec::new(),
+            events: false,
+            capture_bytes: DEFAULT_CAPTURE_BYTES,
+            ring_buffer_per_cpu_kib: 1024,
+            ring_buffer_budget_mib: 64,
+            socket_table_size: 65536,
+            max_connections: 16384,
+            stream_buffer_bytes: 64 * 1024,
+            event_queue: 16384,
+        }
+    }
+}
+
+/// Lists given on the command line replace the file's; an empty one keeps it.
+fn pick_list<T>(cli: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if cli.is_empty() { file } else { cli }
+}
+
+impl Settings {
+    /// Reads the configuration file named by the CLI (if any) and merges.
+    pub fn load(cli: Cli) -> anyhow::Result<Settings> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Settings::merge(cli, file)
+    }
+
+    pub fn merge(cli: Cli, file: FileConfig) -> anyhow::Result<Settings> {
+        let d = Settings::default();
+        let settings = Settings {
+            log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
+            log: cli.log.or(file.log).unwrap_or(d.log),
+            pids: pick_list(cli.pids, file.pids),
+            exes: pick_list(cli.exes, file.exes),
+            ports: pick_list(cli.ports, file.ports),
+            events: cli.events || file.events.unwrap_or(d.events),
+            capture_bytes: cli.capture_bytes.or(file.capture_bytes).unwrap_or(d.capture_bytes),
+            ring_buffer_per_cpu_kib: cli
+                .ring_buffer_per_cpu_kib
+                .or(file.ring_buffer_per_cpu_kib)
+                .unwrap_or(d.ring_buffer_per_cpu_kib),
+            ring_buffer_budget_mib: cli
+                .ring_buffer_budget_mib
+                .or(file.ring_buffer_budget_mib)
+                .unwrap_or(d.ring_buffer_budget_mib),
+            socket_table_size: cli
+                .socket_table_size
+                .or(file.socket_table_size)
+                .unwrap_or(d.socket_table_size),
+            max_connections: cli
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            stream_buffer_bytes: cli
+                .stream_buffer_bytes
+                .or(file.stream_buffer_bytes)
+                .unwrap_or(d.stream_buffer_bytes),
+            event_queue: cli.event_queue.or(file.event_queue).unwrap_or(d.event_queue),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.capture_bytes == 0 || self.capture_bytes as usize > MAX_CAPTURE_BYTES {
+            bail!("capture_bytes must be between 1 and {MAX_CAPTURE_BYTES}, got {}", self.capture_bytes);
+        }
+        if self.ring_buffer_per_cpu_kib < 4 || self.ring_buffer_budget_mib == 0 {
+            bail!("ring buffer needs at least 4 KiB per CPU and a budget of at least 1 MiB");
+        }
+        for (name, value) in [
+            ("socket_table_size", self.socket_table_size as usize),
+            ("max_connections", self.max_connections),
+            ("stream_buffer_bytes", self.stream_buffer_bytes),
+            ("event_queue", self.event_queue),
+        ] {
+            if value == 0 {
+                bail!("{name} must be greater than 0");
+            }
+        }
+        Ok(())
+    }
+
+    /// Ring buffer bytes: per-CPU share × CPUs, rounded up to a power of two (the
+    /// kernel requires one), capped by the budget, at least one page.
+    pub fn ring_buffer_bytes(&self, cpus: usize) -> u32 {
+        let page = 4096u64;
+        let wanted = u64::from(self.ring_buffer_per_cpu_kib) * 1024 * cpus.max(1) as u64;
+        let budget = u64::from(self.ring_buffer_budget_mib) * 1024 * 1024;
+        let size = wanted.next_power_of_two().min(prev_power_of_two(budget)).max(page);
+        u32::try_from(size).unwrap_or(1 << 31)
+    }
+}
+
+fn prev_power_of_two(n: u64) -> u64 {
+    if n == 0 { 0 } else { 1 << (63 - n.leading_zeros()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let file: FileConfig = toml::from_str(
+            "capture_bytes = 1024\nports = [80, 443]\nlog_format = \"json\"\nmax_connections = 10",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["agent", "--capture-bytes", "2048", "--pid", "1,2"]);
+        let s = Settings::merge(cli, file).unwrap();
+        assert_eq!(s.capture_bytes, 2048);
+        assert_eq!(s.ports, vec![80, 443]);
+        assert_eq!(s.pids, vec![1, 2]);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.max_connections, 10);
+        assert_eq!(s.stream_buffer_bytes, Settings::default().stream_buffer_bytes);
+    }
+
+    #[test]
+    fn rejects_out_of_range_values_and_unknown_keys() {
+        let cli = Cli::parse_from(["agent", "--capture-bytes", "100000"]);
+        assert!(Settings::merge(cli, FileConfig::default()).is_err());
+        assert!(toml::from_str::<FileConfig>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn ring_buffer_is_a_power_of_two_within_budget() {
+        let mut s = Settings::default();
+        s.ring_buffer_per_cpu_kib = 768;
+        s.ring_buffer_budget_mib = 2;
+        assert_eq!(s.ring_buffer_bytes(2), 2 * 1024 * 1024);
+        assert_eq!(s.ring_buffer_bytes(1), 1024 * 1024);
+        assert_eq!(s.ring_buffer_bytes(64), 2 * 1024 * 1024);
+        s.ring_buffer_budget_mib = 3;
+        assert_eq!(s.ring_buffer_bytes(64), 2 * 1024 * 1024);
+    }
+}

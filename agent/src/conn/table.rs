@@ -1,0 +1,268 @@
+//! The connection table: bounded (LRU), keyed by (tgid, fd, connection id) so a
+//! reused fd number is a new connection, with an index by (tgid, fd) so that a
+//! connection whose close was missed is replaced rather than resurrected.
+
+use std::{collections::HashMap, net::SocketAddr, num::NonZeroUsize};
+
+use agent_common::flags;
+use lru::LruCache;
+use serde::Serialize;
+
+use super::{Stream, Transport};
+use crate::capture::{Direction, Event, EventKind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: i32,
+    pub conn_id: u64,
+}
+
+/// Which end of the connection the traced process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It accepted the connection.
+    Server,
+    /// It connected.
+    Client,
+    /// Not known yet (socket discovered through a data syscall).
+    Unknown,
+}
+
+impl Role {
+    pub fn from_flags(bits: u32) -> Role {
+        if bits & flags::ROLE_SERVER != 0 {
+            Role::Server
+        } else if bits & flags::ROLE_CLIENT != 0 {
+            Role::Client
+        } else {
+            Role::Unknown
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub key: ConnKey,
+    pub role: Role,
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub transport: Option<Transport>,
+    pub comm: String,
+    /// Opened before the agent started.
+    pub preexisting: bool,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Indexed by [`Direction::index`].
+    pub streams: [Stream; 2],
+}
+
+impl Conn {
+    pub fn stream(&self, direction: Direction) -> &Stream {
+        &self.streams[direction.index()]
+    }
+
+    pub fn stream_mut(&mut self, direction: Direction) -> &mut Stream {
+        &mut self.streams[direction.index()]
+    }
+}
+
+/// What applying an event did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// A connection was created (its addresses may need resolving).
+    pub created: bool,
+    /// A connection was pushed out because the table was full.
+    pub evicted: bool,
+    /// Stream bytes dropped to stay within the per-stream bound.
+    pub stream_bytes_dropped: u64,
+    /// The connection was closed and removed.
+    pub closed: Option<Conn>,
+}
+
+pub struct ConnTable {
+    conns: LruCache<ConnKey, Conn>,
+    by_fd: HashMap<(u32, i32), u64>,
+    stream_cap: usize,
+}
+
+impl ConnTable {
+    pub fn new(max_connections: usize, stream_cap: usize) -> ConnTable {
+        ConnTable {
+            conns: LruCache::new(NonZeroUsize::new(max_connections).unwrap_or(NonZeroUsize::MIN)),
+            by_fd: HashMap::new(),
+            stream_cap,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn get(&self, key: &ConnKey) -> Option<&Conn> {
+        self.conns.peek(key)
+    }
+
+    pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Conn> {
+        self.conns.peek_mut(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.iter().map(|(_, c)| c)
+    }
+
+    /// Updates the table with one event.
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        let key = ConnKey {
+            tgid: event.tgid,
+            fd: event.fd,
+            conn_id: event.conn_id,
+        };
+        let mut applied = Applied::default();
+        if event.kind == EventKind::Close {
+            applied.closed = self.remove(&key);
+            return applied;
+        }
+        if !self.conns.contains(&key) {
+            self.insert(key, event, &mut applied);
+        }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return applied;
+        };
+        conn.last_ns = event.ts_ns;
+        if let Some(direction) = event.direction {
+            let moved = u64::try_from(event.bytes).unwrap_or(0);
+            applied.stream_bytes_dropped =
+                conn.stream_mut(direction).push(event.ts_ns, &event.payload, moved);
+            // Unconnected UDP: each datagram names its peer.
+            if event.addr.is_some() && conn.peer != event.addr {
+                conn.peer = event.addr;
+            }
+        }
+        applied
+    }
+
+    fn insert(&mut self, key: ConnKey, event: &Event, applied: &mut Applied) {
+        // A different connection on the same fd: its close was missed.
+        if let Some(old_id) = self.by_fd.get(&(key.tgid, key.fd)).copied()
+            && old_id != key.conn_id
+        {
+            self.remove(&ConnKey {
+                conn_id: old_id,
+                ..key
+            });
+        }
+        let conn = Conn {
+            key,
+            role: Role::from_flags(event.flags),
+            peer: event.addr,
+            local: None,
+            transport: None,
+            comm: event.comm.clone(),
+            preexisting: event.flags & flags::PREEXISTING != 0,
+            first_ns: event.ts_ns,
+            last_ns: event.ts_ns,
+            streams: [Stream::new(self.stream_cap), Stream::new(self.stream_cap)],
+        };
+        if let Some((old_key, _)) = self.conns.push(key, conn)
+            && old_key != key
+        {
+            self.by_fd.remove(&(old_key.tgid, old_key.fd));
+            applied.evicted = true;
+        }
+        self.by_fd.insert((key.tgid, key.fd), key.conn_id);
+        applied.created = true;
+    }
+
+    pub fn remove(&mut self, key: &ConnKey) -> Option<Conn> {
+        let conn = self.conns.pop(key)?;
+        if self.by_fd.get(&(key.tgid, key.fd)) == Some(&key.conn_id) {
+            self.by_fd.remove(&(key.tgid, key.fd));
+        }
+        Some(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::Syscall;
+
+    use super::*;
+
+    fn event(kind: EventKind, fd: i32, conn_id: u64) -> Event {
+        Event {
+            kind,
+            ts_ns: 1,
+            tgid: 10,
+            tid: 11,
+            fd,
+            conn_id,
+            syscall: Syscall::Write,
+            direction: (kind == EventKind::Data).then_some(Direction::Egress),
+            bytes: 3,
+            payload: b"abc".to_vec(),
+            flags: if kind == EventKind::Accept { flags::ROLE_SERVER } else { 0 },
+            addr: Some("127.0.0.1:80".parse().unwrap()),
+            comm: "srv".into(),
+        }
+    }
+
+    fn key(fd: i32, conn_id: u64) -> ConnKey {
+        ConnKey { tgid: 10, fd, conn_id }
+    }
+
+    #[test]
+    fn accept_data_close_lifecycle() {
+        let mut t = ConnTable::new(8, 1024);
+        assert!(t.apply(&event(EventKind::Accept, 5, 100)).created);
+        assert!(!t.apply(&event(EventKind::Data, 5, 100)).created);
+        let conn = t.get(&key(5, 100)).unwrap();
+        assert_eq!(conn.role, Role::Server);
+        assert_eq!(conn.stream(Direction::Egress).total(), 3);
+        let closed = t.apply(&event(EventKind::Close, 5, 100)).closed.unwrap();
+        assert_eq!(closed.key, key(5, 100));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn reused_fd_is_a_new_connection_and_replaces_the_stale_one() {
+        let mut t = ConnTable::new(8, 1024);
+        t.apply(&event(EventKind::Accept, 5, 100));
+        // Close missed; the fd comes back with a new connection id.
+        assert!(t.apply(&event(EventKind::Accept, 5, 200)).created);
+        assert_eq!(t.len(), 1);
+        assert!(t.get(&key(5, 100)).is_none());
+        assert!(t.get(&key(5, 200)).is_some());
+        // A late close of the old connection does not touch the new one.
+        assert!(t.apply(&event(EventKind::Close, 5, 100)).closed.is_none());
+        assert!(t.get(&key(5, 200)).is_some());
+    }
+
+    #[test]
+    fn bounded_with_lru_eviction() {
+        let mut t = ConnTable::new(2, 1024);
+        t.apply(&event(EventKind::Accept, 1, 1));
+        t.apply(&event(EventKind::Accept, 2, 2));
+        t.apply(&event(EventKind::Data, 1, 1)); // 1 is now most recent
+        let applied = t.apply(&event(EventKind::Accept, 3, 3));
+        assert!(applied.evicted);
+        assert_eq!(t.len(), 2);
+        assert!(t.get(&key(2, 2)).is_none());
+        assert!(t.get(&key(1, 1)).is_some());
+        // The evicted fd's index entry is gone, so fd 2 can start fresh.
+        assert!(t.apply(&event(EventKind::Data, 2, 9)).created);
+    }
+
+    #[test]
+    fn stream_bound_is_reported() {
+        let mut t = ConnTable::new(2, 4);
+        t.apply(&event(EventKind::Data, 1, 1));
+        let applied = t.apply(&event(EventKind::Data, 1, 1));
+        assert_eq!(applied.stream_bytes_dropped, 3);
+    }
+}

@@ -1,0 +1,83 @@
+//! `agent`: the node agent binary. See README.md for usage.
+
+use std::process::ExitCode;
+
+use agent::{Cli, Settings, logging, probe};
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.check {
+        let report = probe::probe();
+        print!("{report}");
+        return if report.can_run() {
+            println!("agent can run on this kernel");
+            ExitCode::SUCCESS
+        } else {
+            println!("agent cannot run: see the required capabilities above");
+            ExitCode::FAILURE
+        };
+    }
+    let settings = match Settings::load(cli) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("agent: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = logging::init(settings.log_format, &settings.log) {
+        eprintln!("agent: {error:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "starting the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let report = probe::probe();
+    for capability in &report.capabilities {
+        tracing::info!(target: "agent::probe", "{capability}");
+    }
+    if !report.can_run() {
+        anyhow::bail!("a required kernel capability is missing (run `agent --check`)");
+    }
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let handle = agent::start(&settings, None).await?;
+    let attached = handle.attached.iter().filter(|r| r.error.is_none()).count();
+    tracing::info!(attached, total = handle.attached.len(), "capturing socket I/O");
+    let mut stats = tokio::time::interval(std::time::Duration::from_secs(60));
+    stats.tick().await;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = stats.tick() => {
+                let snapshot = handle.snapshot();
+                tracing::info!(stats = %serde_json::to_string(&snapshot)?, "self-metrics");
+            }
+        }
+    }
+    tracing::info!("stopping");
+    let snapshot = handle.stop().await;
+    tracing::info!(stats = %serde_json::to_string(&snapshot)?, "stopped");
+    Ok(())
+}

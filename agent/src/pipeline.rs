@@ -1,0 +1,354 @@
+//! Wiring of the running agent: kernel capture → ring buffer reader → bounded
+//! queue → processor (filters, connection table, address resolution, outputs).
+//!
+//! Nothing downstream can block the reader: every hand-off is a bounded queue with
+//! `try_send`, and what does not fit is dropped and counted in [`SelfMetrics`].
+
+use std::{
+    io::{BufWriter, Write as _},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use agent_common::{SockInfo, Syscall, flags};
+use anyhow::Context as _;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    capture::{Capture, Event, EventKind, loader::AttachResult, reader},
+    clock::{WallClock, monotonic_ns},
+    config::Settings,
+    conn::{
+        ConnKey, ConnTable, Transport,
+        procnet::{self, ExistingSocket},
+        resolver::{self, Resolution, Resolver},
+    },
+    filter::Filter,
+    observed::Observed,
+    self_metrics::{SelfMetrics, Snapshot},
+};
+
+/// How long [`AgentHandle::stop`] waits for the tasks to flush.
+const STOP_TIMEOUT: Duration = Duration::from_millis(1500);
+const RESOLVER_QUEUE: usize = 4096;
+
+/// A running agent. Dropping it without [`stop`](AgentHandle::stop) detaches too,
+/// but without flushing.
+pub struct AgentHandle {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    capture: Arc<Mutex<Capture>>,
+    metrics: Arc<SelfMetrics>,
+    /// The attach result of every program.
+    pub attached: Vec<AttachResult>,
+}
+
+impl AgentHandle {
+    pub fn snapshot(&self) -> Snapshot {
+        let losses = self.capture.lock().unwrap_or_else(PoisonError::into_inner).losses();
+        self.metrics.snapshot(losses)
+    }
+
+    /// Detaches the programs, then drains what they already emitted and flushes it.
+    pub async fn stop(self) -> Snapshot {
+        let capture = Arc::clone(&self.capture);
+        let detached = tokio::task::spawn_blocking(move || {
+            capture.lock().unwrap_or_else(PoisonError::into_inner).detach();
+        });
+        if let Err(error) = detached.await {
+            tracing::warn!(%error, "detaching");
+        }
+        let _ = self.shutdown.send(true);
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
+            tracing::warn!("pipeline did not flush within {STOP_TIMEOUT:?}");
+        }
+        let losses = self.capture.lock().unwrap_or_else(PoisonError::into_inner).losses();
+        self.metrics.snapshot(losses)
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Loads and attaches the kernel programs, registers the sockets already open and
+/// starts the pipeline. Events go to stdout with `settings.events` and to `tap`.
+pub async fn start(settings: &Settings, tap: Option<mpsc::Sender<Observed>>) -> anyhow::Result<AgentHandle> {
+    let own_tgid = std::process::id();
+    let (capture, ring, attached) = Capture::start(settings, own_tgid)?;
+    let capture = Arc::new(Mutex::new(capture));
+    let metrics = Arc::new(SelfMetrics::default());
+    SelfMetrics::set(&metrics.queue_capacity, settings.event_queue as u64);
+
+    let (resolved_tx, resolved_rx) = mpsc::channel(RESOLVER_QUEUE);
+    let mut processor = Processor {
+        table: ConnTable::new(settings.max_connections, settings.stream_buffer_bytes),
+        filter: Filter::new(&settings.pids, &settings.exes, &settings.ports)?,
+        resolver: Resolver::spawn(RESOLVER_QUEUE, resolved_tx).context("starting resolver thread")?,
+        capture: Arc::clone(&capture),
+        metrics: Arc::clone(&metrics),
+        clock: WallClock::new(),
+        tap,
+        stdout: settings.events.then(|| BufWriter::new(std::io::stdout())),
+        listeners: lru::LruCache::new(
+            std::num::NonZeroUsize::new(LISTENER_CACHE).unwrap_or(std::num::NonZeroUsize::MIN),
+        ),
+    };
+
+    // Attached first, scanned second: a connection opened in between is seen by
+    // both, and the kernel's own entry wins (the scan inserts with BPF_NOEXIST).
+    let existing = tokio::task::spawn_blocking(move || procnet::scan_existing(own_tgid)).await?;
+    let registered = processor.register_existing(existing);
+    tracing::info!(sockets = registered, "registered connections open before start");
+    processor.flush();
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel(settings.event_queue);
+    let reader_metrics = Arc::clone(&metrics);
+    let reader = tokio::spawn(async move {
+        if let Err(error) = reader::run(ring, tx, reader_metrics, shutdown_rx).await {
+            tracing::error!(error = %format!("{error:#}"), "ring buffer reader failed");
+        }
+    });
+    let processor = tokio::spawn(processor.run(rx, resolved_rx));
+    Ok(AgentHandle {
+        shutdown,
+        tasks: vec![reader, processor],
+        capture,
+        metrics,
+        attached,
+    })
+}
+
+struct Processor {
+    table: ConnTable,
+    filter: Filter,
+    resolver: Resolver,
+    capture: Arc<Mutex<Capture>>,
+    metrics: Arc<SelfMetrics>,
+    clock: WallClock,
+    tap: Option<mpsc::Sender<Observed>>,
+    stdout: Option<BufWriter<std::io::Stdout>>,
+    /// (tgid, listening fd) → local address.
+    listeners: lru::LruCache<(u32, i32), Option<procnet::InetSocket>>,
+}
+
+/// Listening sockets whose address is remembered.
+const LISTENER_CACHE: usize = 1024;
+
+impl Processor {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, mut resolved: mpsc::Receiver<Resolution>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => {
+                        self.handle(event);
+                        // Take whatever else is queued before flushing output.
+                        while let Ok(event) = events.try_recv() {
+                            self.handle(event);
+                        }
+                        self.flush();
+                    }
+                    None => break,
+                },
+                Some(resolution) = resolved.recv() => self.apply_resolution(resolution),
+                _ = tick.tick() => {
+                    SelfMetrics::set(&self.metrics.queue_len, events.len() as u64);
+                    SelfMetrics::set(&self.metrics.connections_tracked, self.table.len() as u64);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn handle(&mut self, event: Event) {
+        if !self.filter.process_allowed(event.tgid, &event.comm) {
+            SelfMetrics::add(&self.metrics.events_filtered, 1);
+            return;
+        }
+        if event.direction.is_some() {
+            let missed = u64::try_from(event.bytes).unwrap_or(0).saturating_sub(event.payload.len() as u64);
+            SelfMetrics::add(&self.metrics.bytes_not_captured, missed);
+        }
+        let key = ConnKey {
+            tgid: event.tgid,
+            fd: event.fd,
+            conn_id: event.conn_id,
+        };
+        let applied = self.table.apply(&event);
+        if applied.evicted {
+            SelfMetrics::add(&self.metrics.connections_evicted, 1);
+        }
+        SelfMetrics::add(&self.metrics.stream_bytes_dropped, applied.stream_bytes_dropped);
+        if applied.created {
+            if event.kind == EventKind::Accept
+                && let Some(listener) = self.listener(event.tgid, event.bytes)
+                && let Some(conn) = self.table.get_mut(&key)
+            {
+                // Exact unless the listener is bound to a wildcard address; the
+                // resolver below refines it.
+                conn.local = Some(listener.local);
+                conn.transport = Some(listener.transport);
+            }
+            if self.filter.has_port_filter() && event.kind != EventKind::Accept {
+                // The port filter needs the local port before deciding.
+                for resolution in resolver::resolve_batch(&[key]) {
+                    self.apply_resolution(resolution);
+                }
+            } else if !self.resolver.request(key) {
+                SelfMetrics::add(&self.metrics.dropped_resolver_full, 1);
+            }
+        }
+        let conn = match &applied.closed {
+            Some(conn) => Some(conn),
+            None => self.table.get(&key),
+        };
+        if !self.filter.ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local)) {
+            SelfMetrics::add(&self.metrics.events_filtered, 1);
+            return;
+        }
+        let observed = Observed::new(event, conn, &self.clock);
+        self.emit(observed);
+    }
+
+    /// The listening socket behind an accept (cached: listeners live long).
+    fn listener(&mut self, tgid: u32, listen_fd: i64) -> Option<procnet::InetSocket> {
+        let fd = i32::try_from(listen_fd).ok()?;
+        if let Some(addr) = self.listeners.get(&(tgid, fd)) {
+            return *addr;
+        }
+        let pid = tgid as i32;
+        let addr = procnet::socket_inode(pid, fd)
+            .ok()
+            .flatten()
+            .and_then(|inode| procnet::InetTable::read(pid).ok()?.get(inode).copied());
+        self.listeners.put((tgid, fd), addr);
+        addr
+    }
+
+    fn emit(&mut self, observed: Observed) {
+        if let Some(out) = &mut self.stdout
+            && let Err(error) = observed.write_json_line(out)
+        {
+            tracing::warn!(%error, "writing event to stdout");
+        }
+        if let Some(tap) = &self.tap
+            && tap.try_send(observed).is_err()
+        {
+            SelfMetrics::add(&self.metrics.dropped_tap_full, 1);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = &mut self.stdout {
+            let _ = out.flush();
+        }
+    }
+
+    fn apply_resolution(&mut self, resolution: Resolution) {
+        match resolution {
+            Resolution::Inet {
+                key,
+                transport,
+                local,
+                remote,
+            } => {
+                if let Some(conn) = self.table.get_mut(&key) {
+                    conn.transport = Some(transport);
+                    conn.local = Some(local);
+                    if conn.peer.is_none() && remote.port() != 0 {
+                        conn.peer = Some(remote);
+                    }
+                }
+            }
+            Resolution::NotInet { key } => {
+                self.table.remove(&key);
+                self.capture
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .ignore(key.tgid, key.fd, key.conn_id);
+            }
+            Resolution::Gone { .. } => {}
+        }
+    }
+
+    /// Registers sockets found open at start in the kernel and the table; returns
+    /// how many were registered.
+    fn register_existing(&mut self, sockets: Vec<ExistingSocket>) -> usize {
+        let mut registered = 0;
+        for (i, s) in sockets.into_iter().enumerate() {
+            let role = match (s.socket.transport, s.accepted) {
+                (Transport::Tcp, true) => flags::ROLE_SERVER,
+                (Transport::Tcp, false) => flags::ROLE_CLIENT,
+                (Transport::Udp, _) => 0,
+            };
+            // Distinct ids even within one clock tick.
+            let conn_id = monotonic_ns() + i as u64;
+            let info = SockInfo {
+                conn_id,
+                flags: flags::PREEXISTING | role,
+                _pad: 0,
+            };
+            let inserted = self
+                .capture
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .track_existing(s.tgid, s.fd, info);
+            if let Err(error) = inserted {
+                tracing::debug!(tgid = s.tgid, fd = s.fd, error = %format!("{error:#}"), "existing socket not registered");
+                continue;
+            }
+            registered += 1;
+            let remote = (s.socket.remote.port() != 0).then_some(s.socket.remote);
+            let event = Event {
+                kind: EventKind::Existing,
+                ts_ns: monotonic_ns(),
+                tgid: s.tgid,
+                tid: s.tgid,
+                fd: s.fd,
+                conn_id,
+                syscall: Syscall::Connect,
+                direction: None,
+                bytes: 0,
+                payload: Vec::new(),
+                flags: info.flags,
+                addr: remote,
+                comm: comm_of(s.tgid),
+            };
+            let key = ConnKey {
+                tgid: s.tgid,
+                fd: s.fd,
+                conn_id,
+            };
+            if !self.filter.process_allowed(event.tgid, &event.comm) {
+                continue;
+            }
+            self.table.apply(&event);
+            self.apply_resolution(Resolution::Inet {
+                key,
+                transport: s.socket.transport,
+                local: s.socket.local,
+                remote: s.socket.remote,
+            });
+            let conn = self.table.get(&key);
+            if self.filter.ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local)) {
+                let observed = Observed::new(event, conn, &self.clock);
+                self.emit(observed);
+            }
+        }
+        registered
+    }
+}
+
+fn comm_of(tgid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}

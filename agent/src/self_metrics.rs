@@ -1,0 +1,98 @@
+//! The agent's own counters: what it received, what it dropped and why, how full
+//! its queues and tables are. Kept from the first event on, so that any gap in the
+//! data has a number next to it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Counters shared by the pipeline tasks (relaxed atomics: each is independent).
+#[derive(Debug, Default)]
+pub struct SelfMetrics {
+    /// Records read from the ring buffer.
+    pub events_received: AtomicU64,
+    /// Payload bytes received from the kernel.
+    pub bytes_captured: AtomicU64,
+    /// Records that did not decode.
+    pub decode_errors: AtomicU64,
+    /// Events dropped because the queue to the connection table was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Events dropped because a tap (library consumer) was not keeping up.
+    pub dropped_tap_full: AtomicU64,
+    /// Socket lookups dropped because the resolver queue was full.
+    pub dropped_resolver_full: AtomicU64,
+    /// Events of processes or connections excluded by the filters.
+    pub events_filtered: AtomicU64,
+    /// Connections evicted from the (full) connection table.
+    pub connections_evicted: AtomicU64,
+    /// Bytes dropped from per-connection stream buffers that were full.
+    pub stream_bytes_dropped: AtomicU64,
+    /// Bytes the kernel saw but did not capture (cap or copy limits).
+    pub bytes_not_captured: AtomicU64,
+    /// Gauge: connections in the table.
+    pub connections_tracked: AtomicU64,
+    /// Gauge: events waiting in the queue to the connection table.
+    pub queue_len: AtomicU64,
+    /// Gauge: capacity of that queue.
+    pub queue_capacity: AtomicU64,
+}
+
+impl SelfMetrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, kernel_losses: Vec<(&'static str, u64)>) -> Snapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            events_received: get(&self.events_received),
+            bytes_captured: get(&self.bytes_captured),
+            decode_errors: get(&self.decode_errors),
+            dropped_queue_full: get(&self.dropped_queue_full),
+            dropped_tap_full: get(&self.dropped_tap_full),
+            dropped_resolver_full: get(&self.dropped_resolver_full),
+            events_filtered: get(&self.events_filtered),
+            connections_evicted: get(&self.connections_evicted),
+            stream_bytes_dropped: get(&self.stream_bytes_dropped),
+            bytes_not_captured: get(&self.bytes_not_captured),
+            connections_tracked: get(&self.connections_tracked),
+            queue_len: get(&self.queue_len),
+            queue_capacity: get(&self.queue_capacity),
+            kernel_losses,
+        }
+    }
+}
+
+/// A point-in-time copy of every self-metric, kernel loss counters included.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub events_received: u64,
+    pub bytes_captured: u64,
+    pub decode_errors: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_tap_full: u64,
+    pub dropped_resolver_full: u64,
+    pub events_filtered: u64,
+    pub connections_evicted: u64,
+    pub stream_bytes_dropped: u64,
+    pub bytes_not_captured: u64,
+    pub connections_tracked: u64,
+    pub queue_len: u64,
+    pub queue_capacity: u64,
+    /// Per-reason kernel counters (`agent_common::Loss`), summed over CPUs.
+    pub kernel_losses: Vec<(&'static str, u64)>,
+}
+
+impl Snapshot {
+    /// Kernel counter for one loss reason.
+    pub fn kernel_loss(&self, reason: agent_common::Loss) -> u64 {
+        self.kernel_losses
+            .iter()
+            .find(|(name, _)| *name == reason.name())
+            .map_or(0, |(_, n)| *n)
+    }
+}
