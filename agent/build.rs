@@ -21,7 +21,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../agent-ebpf");
-    let root = root.canonicalize().with_context(|| format!("{}", root.display()))?;
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("{}", root.display()))?;
     let root = root.to_str().ok_or_else(|| anyhow!("non UTF-8 path"))?;
     aya_build::build_ebpf(
         [aya_build::Package {

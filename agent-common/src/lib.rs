@@ -104,7 +104,11 @@ impl Syscall {
     pub const fn is_egress(self) -> bool {
         matches!(
             self,
-            Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg | Syscall::Sendmmsg
+            Syscall::Write
+                | Syscall::Writev
+                | Syscall::Sendto
+                | Syscall::Sendmsg
+                | Syscall::Sendmmsg
         )
     }
 
@@ -144,6 +148,15 @@ pub mod kind {
     pub const CONNECT: u32 = 3;
     /// A tracked socket fd was closed.
     pub const CLOSE: u32 = 4;
+    /// A TCP socket entered SYN_SENT or ESTABLISHED ([`TcpStateEvent`](super::TcpStateEvent)).
+    pub const TCP_STATE: u32 = 5;
+}
+
+/// TCP states (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
 }
 
 /// Bits of `EventHeader::flags` and `SockInfo::flags`.
@@ -261,6 +274,35 @@ pub struct EventHeader {
 }
 const _: () = assert!(size_of::<EventHeader>() == 104);
 
+/// From `sock:inet_sock_set_state`: the 4-tuple of a TCP socket at a state change.
+/// Only SYN_SENT (in the connecting thread's context, so `tgid`/`tid` name it) and
+/// ESTABLISHED are reported; userspace joins them to connect/accept events to learn
+/// local addresses without reading procfs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpStateEvent {
+    /// Always [`kind::TCP_STATE`].
+    pub kind: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    pub ts_ns: u64,
+    /// The current task: meaningful for SYN_SENT only (softirq otherwise).
+    pub tgid: u32,
+    pub tid: u32,
+    /// Address of the kernel `struct sock`: identifies the socket, never dereferenced.
+    pub skaddr: u64,
+    pub oldstate: u32,
+    pub newstate: u32,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u32,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(size_of::<TcpStateEvent>() == 80);
+
 /// Key of the kernel's socket table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -306,4 +348,6 @@ mod pod {
     unsafe impl aya::Pod for super::PendingCall {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TcpStateEvent {}
 }

@@ -4,8 +4,8 @@
 //! so each program only contains the path of its own syscall.
 
 use agent_common::{
-    EventHeader, Loss, MAX_CAPTURE_BYTES, MAX_IOV, MAX_MMSG, PendingCall, SOCKADDR_BYTES,
-    SockInfo, SockKey, Syscall, direction, flags, kind,
+    EventHeader, Loss, MAX_CAPTURE_BYTES, MAX_IOV, MAX_MMSG, PendingCall, SOCKADDR_BYTES, SockInfo,
+    SockKey, Syscall, direction, flags, kind,
 };
 use aya_ebpf::{
     helpers::{
@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    ACTIVE, AGENT_TGID, CAPTURE_BYTES, EVENTS, SCRATCH, SOCKETS, Scratch, count_loss,
-    count_losses, tp,
+    ACTIVE, AGENT_TGID, CAPTURE_BYTES, EVENTS, SCRATCH, SOCKETS, Scratch, count_loss, count_losses,
+    tp,
 };
 
 const EINPROGRESS: i64 = 115;
@@ -46,7 +46,10 @@ fn now() -> u64 {
 
 #[inline(always)]
 fn is_connection_syscall(syscall: Syscall) -> bool {
-    matches!(syscall, Syscall::Accept | Syscall::Accept4 | Syscall::Connect)
+    matches!(
+        syscall,
+        Syscall::Accept | Syscall::Accept4 | Syscall::Connect
+    )
 }
 
 #[inline(always)]
@@ -69,8 +72,16 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
     let call = PendingCall {
         syscall: syscall as u32,
         fd,
-        arg1: if syscall == Syscall::Close { 0 } else { tp::arg(ctx, 1) },
-        arg2: if syscall == Syscall::Close { 0 } else { tp::arg(ctx, 2) },
+        arg1: if syscall == Syscall::Close {
+            0
+        } else {
+            tp::arg(ctx, 1)
+        },
+        arg2: if syscall == Syscall::Close {
+            0
+        } else {
+            tp::arg(ctx, 2)
+        },
         arg4: if matches!(syscall, Syscall::Sendto | Syscall::Recvfrom) {
             tp::arg(ctx, 4)
         } else {
@@ -138,7 +149,15 @@ fn on_accept(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
     track(pid_tgid, fd, &info)?;
     // `bytes` carries the listening fd: userspace knows the local address from it
     // even when the connection is gone before procfs can be read.
-    emit_conn(kind::ACCEPT, pid_tgid, fd, &info, call.syscall, i64::from(call.fd), call.arg1)
+    emit_conn(
+        kind::ACCEPT,
+        pid_tgid,
+        fd,
+        &info,
+        call.syscall,
+        i64::from(call.fd),
+        call.arg1,
+    )
 }
 
 #[inline(always)]
@@ -158,7 +177,15 @@ fn on_connect(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
         _pad: 0,
     };
     track(pid_tgid, call.fd, &info)?;
-    emit_conn(kind::CONNECT, pid_tgid, call.fd, &info, call.syscall, ret, call.arg1)
+    emit_conn(
+        kind::CONNECT,
+        pid_tgid,
+        call.fd,
+        &info,
+        call.syscall,
+        ret,
+        call.arg1,
+    )
 }
 
 #[inline(always)]
@@ -311,7 +338,9 @@ fn mask<const MASK: u32>(value: u32) -> u64 {
 /// verifier.
 #[inline(always)]
 fn copy_user(data: &mut [u8; 3 * MAX_CAPTURE_BYTES], off: u32, src: u64, len: u32) -> bool {
-    let dst = data.as_mut_ptr().wrapping_add(mask::<OFF_MASK>(off) as usize);
+    let dst = data
+        .as_mut_ptr()
+        .wrapping_add(mask::<OFF_MASK>(off) as usize);
     // SAFETY: dst + len stays inside `data` (see the masks); the helper checks src.
     let ret = unsafe {
         generated::bpf_probe_read_user(dst.cast(), mask::<LEN_MASK>(len) as u32, src as *const _)
@@ -365,7 +394,11 @@ fn submit(buf: &mut Scratch, captured: u32) -> Result<(), Loss> {
             0,
         )
     };
-    if ret < 0 { Err(Loss::RingbufFull) } else { Ok(()) }
+    if ret < 0 {
+        Err(Loss::RingbufFull)
+    } else {
+        Ok(())
+    }
 }
 
 /// Starts a data record in the scratch buffer.
@@ -378,7 +411,14 @@ fn begin_data(
     bytes: i64,
 ) -> Result<&'static mut Scratch, Loss> {
     let buf = scratch()?;
-    fill_header(&mut buf.header, kind::DATA, pid_tgid, call.fd, info, call.syscall);
+    fill_header(
+        &mut buf.header,
+        kind::DATA,
+        pid_tgid,
+        call.fd,
+        info,
+        call.syscall,
+    );
     buf.header.bytes = bytes;
     buf.header.direction = if syscall.is_egress() {
         direction::EGRESS
@@ -398,7 +438,11 @@ fn on_data(pid_tgid: u64, ret: i64, call: &PendingCall, syscall: Syscall) -> Res
         return Ok(());
     };
     let buf = begin_data(pid_tgid, &info, call, syscall, ret)?;
-    let want = if (ret as u64) < cap() as u64 { ret as u32 } else { cap() };
+    let want = if (ret as u64) < cap() as u64 {
+        ret as u32
+    } else {
+        cap()
+    };
     let copied = match syscall {
         Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => {
             if syscall == Syscall::Recvfrom || syscall == Syscall::Sendto {

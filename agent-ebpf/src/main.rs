@@ -17,6 +17,7 @@
 #![no_main]
 
 mod capture;
+mod tcp_state;
 mod tp;
 
 use agent_common::{
@@ -120,6 +121,14 @@ syscall_programs!(sys_enter_accept, sys_exit_accept, Syscall::Accept);
 syscall_programs!(sys_enter_accept4, sys_exit_accept4, Syscall::Accept4);
 syscall_programs!(sys_enter_connect, sys_exit_connect, Syscall::Connect);
 syscall_programs!(sys_enter_close, sys_exit_close, Syscall::Close);
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if let Err(reason) = tcp_state::on_set_state(&ctx) {
+        count_loss(reason);
+    }
+    0
+}
 
 #[cfg(not(test))]
 #[panic_handler]

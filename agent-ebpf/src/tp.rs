@@ -18,7 +18,12 @@ pub const ARGS_OFFSET: usize = 16;
 pub fn arg(ctx: &TracePointContext, index: usize) -> u64 {
     // SAFETY: the tracepoint context is readable up to the end of its record and
     // callers only ask for arguments that syscall has.
-    unsafe { *ctx.as_ptr().cast::<u8>().add(ARGS_OFFSET + 8 * index).cast::<u64>() }
+    unsafe {
+        *ctx.as_ptr()
+            .cast::<u8>()
+            .add(ARGS_OFFSET + 8 * index)
+            .cast::<u64>()
+    }
 }
 
 /// `ret` of a `sys_exit_*` record.

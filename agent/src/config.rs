@@ -21,7 +21,11 @@ pub enum LogFormat {
 
 /// Command line. Every option also reads an `AGENT_*` environment variable.
 #[derive(Debug, Default, Parser)]
-#[command(name = "agent", version, about = "Zero-instrumentation observability agent (eBPF)")]
+#[command(
+    name = "agent",
+    version,
+    about = "Zero-instrumentation observability agent (eBPF)"
+)]
 pub struct Cli {
     /// TOML configuration file (same keys as the long options, with `_` for `-`).
     #[arg(long, env = "AGENT_CONFIG")]
@@ -159,7 +163,10 @@ impl Settings {
             exes: pick_list(cli.exes, file.exes),
             ports: pick_list(cli.ports, file.ports),
             events: cli.events || file.events.unwrap_or(d.events),
-            capture_bytes: cli.capture_bytes.or(file.capture_bytes).unwrap_or(d.capture_bytes),
+            capture_bytes: cli
+                .capture_bytes
+                .or(file.capture_bytes)
+                .unwrap_or(d.capture_bytes),
             ring_buffer_per_cpu_kib: cli
                 .ring_buffer_per_cpu_kib
                 .or(file.ring_buffer_per_cpu_kib)
@@ -180,7 +187,10 @@ impl Settings {
                 .stream_buffer_bytes
                 .or(file.stream_buffer_bytes)
                 .unwrap_or(d.stream_buffer_bytes),
-            event_queue: cli.event_queue.or(file.event_queue).unwrap_or(d.event_queue),
+            event_queue: cli
+                .event_queue
+                .or(file.event_queue)
+                .unwrap_or(d.event_queue),
         };
         settings.validate()?;
         Ok(settings)
@@ -188,7 +198,10 @@ impl Settings {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.capture_bytes == 0 || self.capture_bytes as usize > MAX_CAPTURE_BYTES {
-            bail!("capture_bytes must be between 1 and {MAX_CAPTURE_BYTES}, got {}", self.capture_bytes);
+            bail!(
+                "capture_bytes must be between 1 and {MAX_CAPTURE_BYTES}, got {}",
+                self.capture_bytes
+            );
         }
         if self.ring_buffer_per_cpu_kib < 4 || self.ring_buffer_budget_mib == 0 {
             bail!("ring buffer needs at least 4 KiB per CPU and a budget of at least 1 MiB");
@@ -212,13 +225,20 @@ impl Settings {
         let page = 4096u64;
         let wanted = u64::from(self.ring_buffer_per_cpu_kib) * 1024 * cpus.max(1) as u64;
         let budget = u64::from(self.ring_buffer_budget_mib) * 1024 * 1024;
-        let size = wanted.next_power_of_two().min(prev_power_of_two(budget)).max(page);
+        let size = wanted
+            .next_power_of_two()
+            .min(prev_power_of_two(budget))
+            .max(page);
         u32::try_from(size).unwrap_or(1 << 31)
     }
 }
 
 fn prev_power_of_two(n: u64) -> u64 {
-    if n == 0 { 0 } else { 1 << (63 - n.leading_zeros()) }
+    if n == 0 {
+        0
+    } else {
+        1 << (63 - n.leading_zeros())
+    }
 }
 
 #[cfg(test)]
@@ -238,7 +258,10 @@ mod tests {
         assert_eq!(s.pids, vec![1, 2]);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.max_connections, 10);
-        assert_eq!(s.stream_buffer_bytes, Settings::default().stream_buffer_bytes);
+        assert_eq!(
+            s.stream_buffer_bytes,
+            Settings::default().stream_buffer_bytes
+        );
     }
 
     #[test]

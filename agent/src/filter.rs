@@ -33,7 +33,9 @@ impl Filter {
             pids: pids.iter().copied().collect(),
             exes,
             ports: ports.iter().copied().collect(),
-            decisions: LruCache::new(NonZeroUsize::new(DECISION_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            decisions: LruCache::new(
+                NonZeroUsize::new(DECISION_CACHE).unwrap_or(NonZeroUsize::MIN),
+            ),
         })
     }
 
@@ -83,7 +85,11 @@ mod tests {
         let peer = Some("127.0.0.1:50000".parse().unwrap());
         assert!(!f.ports_allowed(peer, None));
         assert!(f.ports_allowed(peer, Some("127.0.0.1:8080".parse().unwrap())));
-        assert!(Filter::new(&[], &[], &[]).unwrap().ports_allowed(None, None));
+        assert!(
+            Filter::new(&[], &[], &[])
+                .unwrap()
+                .ports_allowed(None, None)
+        );
     }
 
     #[test]

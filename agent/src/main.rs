@@ -63,7 +63,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let handle = agent::start(&settings, None).await?;
     let attached = handle.attached.iter().filter(|r| r.error.is_none()).count();
-    tracing::info!(attached, total = handle.attached.len(), "capturing socket I/O");
+    tracing::info!(
+        attached,
+        total = handle.attached.len(),
+        "capturing socket I/O"
+    );
     let mut stats = tokio::time::interval(std::time::Duration::from_secs(60));
     stats.tick().await;
     loop {

@@ -70,7 +70,11 @@ impl Observed {
             peer: conn.and_then(|c| c.peer).or(event.addr),
             local: conn.and_then(|c| c.local),
             addr: event.addr,
-            bytes: if event.kind == EventKind::Accept { 0 } else { event.bytes },
+            bytes: if event.kind == EventKind::Accept {
+                0
+            } else {
+                event.bytes
+            },
             listen_fd: (event.kind == EventKind::Accept).then_some(event.bytes),
             captured: event.payload.len(),
             truncated: event.truncated(),

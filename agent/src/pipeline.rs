@@ -18,13 +18,14 @@ use tokio::{
 };
 
 use crate::{
-    capture::{Capture, Event, EventKind, loader::AttachResult, reader},
+    capture::{Capture, Event, EventKind, Record, loader::AttachResult, reader},
     clock::{WallClock, monotonic_ns},
     config::Settings,
     conn::{
         ConnKey, ConnTable, Transport,
         procnet::{self, ExistingSocket},
         resolver::{self, Resolution, Resolver},
+        tcp_tuples::TcpTuples,
     },
     filter::Filter,
     observed::Observed,
@@ -48,7 +49,11 @@ pub struct AgentHandle {
 
 impl AgentHandle {
     pub fn snapshot(&self) -> Snapshot {
-        let losses = self.capture.lock().unwrap_or_else(PoisonError::into_inner).losses();
+        let losses = self
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .losses();
         self.metrics.snapshot(losses)
     }
 
@@ -56,7 +61,10 @@ impl AgentHandle {
     pub async fn stop(self) -> Snapshot {
         let capture = Arc::clone(&self.capture);
         let detached = tokio::task::spawn_blocking(move || {
-            capture.lock().unwrap_or_else(PoisonError::into_inner).detach();
+            capture
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .detach();
         });
         if let Err(error) = detached.await {
             tracing::warn!(%error, "detaching");
@@ -66,7 +74,11 @@ impl AgentHandle {
         if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
             tracing::warn!("pipeline did not flush within {STOP_TIMEOUT:?}");
         }
-        let losses = self.capture.lock().unwrap_or_else(PoisonError::into_inner).losses();
+        let losses = self
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .losses();
         self.metrics.snapshot(losses)
     }
 }
@@ -79,7 +91,10 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 
 /// Loads and attaches the kernel programs, registers the sockets already open and
 /// starts the pipeline. Events go to stdout with `settings.events` and to `tap`.
-pub async fn start(settings: &Settings, tap: Option<mpsc::Sender<Observed>>) -> anyhow::Result<AgentHandle> {
+pub async fn start(
+    settings: &Settings,
+    tap: Option<mpsc::Sender<Observed>>,
+) -> anyhow::Result<AgentHandle> {
     let own_tgid = std::process::id();
     let (capture, ring, attached) = Capture::start(settings, own_tgid)?;
     let capture = Arc::new(Mutex::new(capture));
@@ -90,22 +105,24 @@ pub async fn start(settings: &Settings, tap: Option<mpsc::Sender<Observed>>) -> 
     let mut processor = Processor {
         table: ConnTable::new(settings.max_connections, settings.stream_buffer_bytes),
         filter: Filter::new(&settings.pids, &settings.exes, &settings.ports)?,
-        resolver: Resolver::spawn(RESOLVER_QUEUE, resolved_tx).context("starting resolver thread")?,
+        resolver: Resolver::spawn(RESOLVER_QUEUE, resolved_tx)
+            .context("starting resolver thread")?,
         capture: Arc::clone(&capture),
         metrics: Arc::clone(&metrics),
         clock: WallClock::new(),
         tap,
         stdout: settings.events.then(|| BufWriter::new(std::io::stdout())),
-        listeners: lru::LruCache::new(
-            std::num::NonZeroUsize::new(LISTENER_CACHE).unwrap_or(std::num::NonZeroUsize::MIN),
-        ),
+        tcp: TcpTuples::default(),
     };
 
     // Attached first, scanned second: a connection opened in between is seen by
     // both, and the kernel's own entry wins (the scan inserts with BPF_NOEXIST).
     let existing = tokio::task::spawn_blocking(move || procnet::scan_existing(own_tgid)).await?;
     let registered = processor.register_existing(existing);
-    tracing::info!(sockets = registered, "registered connections open before start");
+    tracing::info!(
+        sockets = registered,
+        "registered connections open before start"
+    );
     processor.flush();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -135,24 +152,25 @@ struct Processor {
     clock: WallClock,
     tap: Option<mpsc::Sender<Observed>>,
     stdout: Option<BufWriter<std::io::Stdout>>,
-    /// (tgid, listening fd) → local address.
-    listeners: lru::LruCache<(u32, i32), Option<procnet::InetSocket>>,
+    /// Joins TCP state changes to connections (local addresses).
+    tcp: TcpTuples,
 }
 
-/// Listening sockets whose address is remembered.
-const LISTENER_CACHE: usize = 1024;
-
 impl Processor {
-    async fn run(mut self, mut events: mpsc::Receiver<Event>, mut resolved: mpsc::Receiver<Resolution>) {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Record>,
+        mut resolved: mpsc::Receiver<Resolution>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(event) => {
-                        self.handle(event);
+                    Some(record) => {
+                        self.handle_record(record);
                         // Take whatever else is queued before flushing output.
-                        while let Ok(event) = events.try_recv() {
-                            self.handle(event);
+                        while let Ok(record) = events.try_recv() {
+                            self.handle_record(record);
                         }
                         self.flush();
                     }
@@ -168,13 +186,26 @@ impl Processor {
         self.flush();
     }
 
+    fn handle_record(&mut self, record: Record) {
+        match record {
+            Record::Socket(event) => self.handle(event),
+            Record::TcpState(state) => {
+                if let Some((key, local)) = self.tcp.on_state(&state) {
+                    self.set_tcp_local(key, local);
+                }
+            }
+        }
+    }
+
     fn handle(&mut self, event: Event) {
         if !self.filter.process_allowed(event.tgid, &event.comm) {
             SelfMetrics::add(&self.metrics.events_filtered, 1);
             return;
         }
         if event.direction.is_some() {
-            let missed = u64::try_from(event.bytes).unwrap_or(0).saturating_sub(event.payload.len() as u64);
+            let missed = u64::try_from(event.bytes)
+                .unwrap_or(0)
+                .saturating_sub(event.payload.len() as u64);
             SelfMetrics::add(&self.metrics.bytes_not_captured, missed);
         }
         let key = ConnKey {
@@ -186,18 +217,23 @@ impl Processor {
         if applied.evicted {
             SelfMetrics::add(&self.metrics.connections_evicted, 1);
         }
-        SelfMetrics::add(&self.metrics.stream_bytes_dropped, applied.stream_bytes_dropped);
+        SelfMetrics::add(
+            &self.metrics.stream_bytes_dropped,
+            applied.stream_bytes_dropped,
+        );
         if applied.created {
-            if event.kind == EventKind::Accept
-                && let Some(listener) = self.listener(event.tgid, event.bytes)
-                && let Some(conn) = self.table.get_mut(&key)
-            {
-                // Exact unless the listener is bound to a wildcard address; the
-                // resolver below refines it.
-                conn.local = Some(listener.local);
-                conn.transport = Some(listener.transport);
+            let local = match event.kind {
+                EventKind::Accept => event.addr.and_then(|peer| self.tcp.on_accept(peer)),
+                EventKind::Connect => self.tcp.on_connect(event.tid, key),
+                _ => None,
+            };
+            if let Some(local) = local {
+                self.set_tcp_local(key, local);
             }
-            if self.filter.has_port_filter() && event.kind != EventKind::Accept {
+            let known = self.table.get(&key).is_some_and(|c| c.local.is_some());
+            if known {
+                // Nothing left to resolve.
+            } else if self.filter.has_port_filter() {
                 // The port filter needs the local port before deciding.
                 for resolution in resolver::resolve_batch(&[key]) {
                     self.apply_resolution(resolution);
@@ -210,7 +246,10 @@ impl Processor {
             Some(conn) => Some(conn),
             None => self.table.get(&key),
         };
-        if !self.filter.ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local)) {
+        if !self
+            .filter
+            .ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local))
+        {
             SelfMetrics::add(&self.metrics.events_filtered, 1);
             return;
         }
@@ -218,19 +257,11 @@ impl Processor {
         self.emit(observed);
     }
 
-    /// The listening socket behind an accept (cached: listeners live long).
-    fn listener(&mut self, tgid: u32, listen_fd: i64) -> Option<procnet::InetSocket> {
-        let fd = i32::try_from(listen_fd).ok()?;
-        if let Some(addr) = self.listeners.get(&(tgid, fd)) {
-            return *addr;
+    fn set_tcp_local(&mut self, key: ConnKey, local: std::net::SocketAddr) {
+        if let Some(conn) = self.table.get_mut(&key) {
+            conn.local = Some(local);
+            conn.transport = Some(Transport::Tcp);
         }
-        let pid = tgid as i32;
-        let addr = procnet::socket_inode(pid, fd)
-            .ok()
-            .flatten()
-            .and_then(|inode| procnet::InetTable::read(pid).ok()?.get(inode).copied());
-        self.listeners.put((tgid, fd), addr);
-        addr
     }
 
     fn emit(&mut self, observed: Observed) {
@@ -338,7 +369,10 @@ impl Processor {
                 remote: s.socket.remote,
             });
             let conn = self.table.get(&key);
-            if self.filter.ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local)) {
+            if self
+                .filter
+                .ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local))
+            {
                 let observed = Observed::new(event, conn, &self.clock);
                 self.emit(observed);
             }

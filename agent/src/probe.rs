@@ -82,7 +82,10 @@ fn fs_magic(path: &str) -> Option<i64> {
     if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    #[expect(clippy::unnecessary_cast, reason = "f_type's width differs between libcs")]
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs between libcs"
+    )]
     Some(st.f_type as i64)
 }
 
@@ -91,9 +94,19 @@ fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
     let dst = CString::new(target)?;
     // SAFETY: valid C strings; no mount data.
     let rc = unsafe {
-        libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Finds tracefs, mounting it at `/sys/kernel/tracing` when it is not mounted.
@@ -115,7 +128,9 @@ fn tracefs() -> Capability {
             cap.detail = format!("{TRACEFS} (mounted by the agent)");
         }
         result => {
-            let why = result.err().map_or("not tracefs after mount".to_string(), |e| e.to_string());
+            let why = result
+                .err()
+                .map_or("not tracefs after mount".to_string(), |e| e.to_string());
             cap.status = Status::Missing;
             cap.detail = format!(
                 "not mounted and mounting failed ({why}); run: mount -t tracefs tracefs {TRACEFS}"
@@ -164,24 +179,45 @@ fn btf() -> Capability {
 fn syscall_tracepoints(tracefs: &str) -> Capability {
     let missing: Vec<String> = Syscall::ALL
         .iter()
-        .flat_map(|s| [format!("sys_enter_{}", s.name()), format!("sys_exit_{}", s.name())])
-        .filter(|name| !Path::new(tracefs).join("events/syscalls").join(name).is_dir())
+        .flat_map(|s| {
+            [
+                format!("sys_enter_{}", s.name()),
+                format!("sys_exit_{}", s.name()),
+            ]
+        })
+        .filter(|name| {
+            !Path::new(tracefs)
+                .join("events/syscalls")
+                .join(name)
+                .is_dir()
+        })
         .collect();
     let total = Syscall::ALL.len() * 2;
     Capability {
         name: "syscall tracepoints",
-        status: if missing.len() < total { Status::Ok } else { Status::Missing },
+        status: if missing.len() < total {
+            Status::Ok
+        } else {
+            Status::Missing
+        },
         required: true,
         detail: if missing.is_empty() {
             format!("{total}/{total} (CONFIG_FTRACE_SYSCALLS)")
         } else {
-            format!("{}/{total}, missing: {}", total - missing.len(), missing.join(" "))
+            format!(
+                "{}/{total}, missing: {}",
+                total - missing.len(),
+                missing.join(" ")
+            )
         },
     }
 }
 
 fn event_source(name: &'static str, pmu: &str, required: bool) -> Capability {
-    let ok = Path::new("/sys/bus/event_source/devices").join(pmu).join("type").exists();
+    let ok = Path::new("/sys/bus/event_source/devices")
+        .join(pmu)
+        .join("type")
+        .exists();
     Capability {
         name,
         status: if ok { Status::Ok } else { Status::Missing },
@@ -212,7 +248,14 @@ fn perf_events() -> Capability {
     };
     // SAFETY: perf_event_open with a valid attr; the fd is closed right away.
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr, -1i32, 0i32, -1i32, PERF_FLAG_FD_CLOEXEC)
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr,
+            -1i32,
+            0i32,
+            -1i32,
+            PERF_FLAG_FD_CLOEXEC,
+        )
     };
     let ok = fd >= 0;
     let detail = if ok {
@@ -220,7 +263,10 @@ fn perf_events() -> Capability {
         unsafe { libc::close(fd as i32) };
         "software cpu-clock".to_string()
     } else {
-        format!("perf_event_open(cpu-clock): {}", std::io::Error::last_os_error())
+        format!(
+            "perf_event_open(cpu-clock): {}",
+            std::io::Error::last_os_error()
+        )
     };
     Capability {
         name: "perf events",
@@ -230,10 +276,18 @@ fn perf_events() -> Capability {
     }
 }
 
-fn supported(name: &'static str, required: bool, result: Result<bool, String>, what: &str) -> Capability {
+fn supported(
+    name: &'static str,
+    required: bool,
+    result: Result<bool, String>,
+    what: &str,
+) -> Capability {
     let (status, detail) = match result {
         Ok(true) => (Status::Ok, what.to_string()),
-        Ok(false) => (Status::Missing, format!("{what}: not supported by this kernel")),
+        Ok(false) => (
+            Status::Missing,
+            format!("{what}: not supported by this kernel"),
+        ),
         Err(e) => (Status::Missing, format!("{what}: probe failed: {e}")),
     };
     Capability {
@@ -271,7 +325,11 @@ fn memlock() -> Capability {
 /// Runs every probe (mounting tracefs/bpffs when needed).
 pub fn probe() -> Report {
     let tracefs = tracefs();
-    let tracefs_path = if tracefs.detail.starts_with(DEBUGFS_TRACING) { DEBUGFS_TRACING } else { TRACEFS };
+    let tracefs_path = if tracefs.detail.starts_with(DEBUGFS_TRACING) {
+        DEBUGFS_TRACING
+    } else {
+        TRACEFS
+    };
     let mut capabilities = vec![memlock(), tracefs.clone(), bpffs(), btf()];
     capabilities.push(syscall_tracepoints(tracefs_path));
     capabilities.push(supported(

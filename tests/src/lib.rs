@@ -1,1 +1,170 @@
+//! Harness for the privileged end-to-end tests: starts a real agent (the library,
+//! with the real kernel programs), runs real peers, and waits for the events they
+//! must produce — with a deadline, never a fixed sleep.
 
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdout, Command, Stdio},
+    time::Duration,
+};
+
+use agent::{AgentHandle, Observed, Settings};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Payloads the traffic helper sends, known to the tests.
+pub mod payloads {
+    pub const REQUEST: &[u8] = b"GET /e2e/request HTTP/1.1\r\nHost: test\r\n\r\n";
+    pub const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    pub const MSG_PARTS: &[&[u8]] = &[b"part-one|", b"part-two|", b"part-three"];
+    pub const DATAGRAMS: &[&[u8]] = &[b"datagram-one", b"datagram-two", b"datagram-three"];
+    pub const BIG_LEN: usize = 100 * 1024;
+
+    /// 100 KiB that differ at every position mod 251 (a prime), so a misplaced
+    /// chunk cannot match.
+    pub fn big() -> Vec<u8> {
+        (0..BIG_LEN).map(|i| (i % 251) as u8).collect()
+    }
+}
+
+/// What the traffic helper prints when done.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub client_fd: i32,
+    pub server_fd: i32,
+    pub client_port: u16,
+    pub server_port: u16,
+}
+
+/// True when running as root; otherwise prints why the test is skipped.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs root (loads eBPF programs); run `sudo -E cargo xtask test`");
+    false
+}
+
+/// A running agent and the events it reports.
+pub struct Running {
+    pub handle: AgentHandle,
+    rx: mpsc::Receiver<Observed>,
+    seen: Vec<Observed>,
+}
+
+const TAP_CAPACITY: usize = 1 << 16;
+
+impl Running {
+    pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+        let (tx, rx) = mpsc::channel(TAP_CAPACITY);
+        let handle = agent::start(&settings, Some(tx)).await?;
+        // Every program must load and attach: a gap here is a test failure.
+        for result in &handle.attached {
+            anyhow::ensure!(
+                result.error.is_none(),
+                "{} did not attach: {:?}",
+                result.attachment.program,
+                result.error
+            );
+        }
+        Ok(Running {
+            handle,
+            rx,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Gathers the events of process `pid` until `done` holds for them or the
+    /// deadline passes; returns them either way (assertions say what is missing).
+    pub async fn collect_until(
+        &mut self,
+        pid: u32,
+        deadline: Duration,
+        done: impl Fn(&[Observed]) -> bool,
+    ) -> Vec<Observed> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let mine: Vec<Observed> = self.seen.iter().filter(|o| o.pid == pid).cloned().collect();
+            if done(&mine) {
+                return mine;
+            }
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(observed)) => self.seen.push(observed),
+                Ok(None) | Err(_) => return mine,
+            }
+        }
+    }
+}
+
+/// A running traffic helper.
+pub struct Traffic {
+    pub child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Traffic {
+    /// Starts `traffic SCENARIO` (`exe` is `env!("CARGO_BIN_EXE_traffic")`); with
+    /// `wait`, returns once its connection is up and it waits for [`Traffic::go`].
+    pub fn spawn(exe: &str, scenario: &str, wait: bool) -> anyhow::Result<Traffic> {
+        let mut cmd = Command::new(exe);
+        cmd.arg(scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if wait {
+            cmd.arg("--wait");
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+        );
+        let mut traffic = Traffic { child, stdout };
+        if wait {
+            let line = traffic.line()?;
+            anyhow::ensure!(line == "ready", "helper said {line:?}");
+        }
+        Ok(traffic)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        Ok(line.trim().to_string())
+    }
+
+    /// Lets a `--wait` helper move its data.
+    pub fn go(&mut self) -> anyhow::Result<()> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        stdin.write_all(b"go\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Waits for the helper to finish and returns its report.
+    pub fn finish(mut self) -> anyhow::Result<Report> {
+        let line = self.line()?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "traffic helper failed: {status}");
+        Ok(serde_json::from_str(&line)?)
+    }
+}
+
+/// Settings for tests: defaults, everything captured (tests pick their helper's
+/// events by pid, so the helper can start after the agent).
+pub fn settings() -> Settings {
+    Settings {
+        log: "warn".into(),
+        ..Settings::default()
+    }
+}

@@ -1,1 +1,131 @@
-fn main() {}
+//! Project tasks. `cargo xtask --help` lists them.
+
+mod build_ebpf;
+mod setup;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Project tasks")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the kernel programs needs (idempotent).
+    Setup,
+    /// Build the kernel object (release, BTF) into target/bpf/.
+    BuildEbpf,
+    /// Set up, build and run the agent as root; arguments after `--` go to the agent.
+    Run {
+        #[arg(long)]
+        debug: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, check formatting and lints, and run every test.
+    Test {
+        /// Arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => {
+            setup::run()?;
+            let object = build_ebpf::run()?;
+            println!("kernel object: {}", object.display());
+            Ok(())
+        }
+        Task::Run { debug, args } => run(debug, &args),
+        Task::Test { args } => test(&args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.current_dir(workspace_root());
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc_getuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "getuid"]
+    fn libc_getuid() -> u32;
+}
+
+fn run(debug: bool, args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    let mut build = cargo();
+    build.args(["build", "--package", "agent", "--bin", "agent"]);
+    if !debug {
+        build.arg("--release");
+    }
+    sh(&mut build)?;
+    let binary = workspace_root()
+        .join("target")
+        .join(if debug { "debug" } else { "release" })
+        .join("agent");
+    let mut cmd = if is_root() {
+        Command::new(&binary)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&binary);
+        sudo
+    };
+    cmd.args(args);
+    sh(&mut cmd)
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    build_ebpf::run()?;
+    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // Userspace crates: stable toolchain, warnings are errors.
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The kernel crate: nightly, BPF target.
+    sh(build_ebpf::clippy_command().args(["--", "-D", "warnings"]))?;
+    if !is_root() {
+        eprintln!(
+            "note: not running as root: privileged end-to-end tests will skip and say why; \
+             run `sudo -E cargo xtask test` for the full suite"
+        );
+    }
+    sh(cargo().args(["test", "--workspace"]).args(args))
+}

@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use agent_common::{EventHeader, SOCKADDR_BYTES, Syscall, direction, flags, kind};
+use agent_common::{EventHeader, SOCKADDR_BYTES, Syscall, TcpStateEvent, direction, flags, kind};
 use serde::Serialize;
 
 /// What happened on a socket.
@@ -75,6 +75,26 @@ impl Event {
     }
 }
 
+/// A TCP state change (see `agent_common::TcpStateEvent`), addresses decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpState {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub skaddr: u64,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// Any record of the ring buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Socket(Event),
+    TcpState(TcpState),
+}
+
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -82,6 +102,8 @@ pub enum DecodeError {
     Short(usize),
     #[error("unknown event kind {0}")]
     Kind(u32),
+    #[error("unknown address family {0}")]
+    Family(u32),
     #[error("unknown syscall code {0}")]
     Syscall(u32),
     #[error("unknown direction {0}")]
@@ -92,7 +114,51 @@ pub enum DecodeError {
 
 const HEADER_LEN: usize = size_of::<EventHeader>();
 
-/// Decodes one ring buffer record.
+/// Decodes one ring buffer record of any kind.
+pub fn decode_record(record: &[u8]) -> Result<Record, DecodeError> {
+    let kind = record
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(DecodeError::Short(record.len()))?;
+    if kind == kind::TCP_STATE {
+        decode_tcp_state(record).map(Record::TcpState)
+    } else {
+        decode(record).map(Record::Socket)
+    }
+}
+
+fn decode_tcp_state(record: &[u8]) -> Result<TcpState, DecodeError> {
+    if record.len() < size_of::<TcpStateEvent>() {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: length checked; plain integers, unaligned read.
+    let e: TcpStateEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let addr = |bytes: [u8; 16], port: u16| -> Result<SocketAddr, DecodeError> {
+        match i32::try_from(e.family).unwrap_or(-1) {
+            libc::AF_INET => Ok(SocketAddr::new(
+                Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
+                port,
+            )),
+            libc::AF_INET6 => Ok(crate::conn::procnet::normalize(SocketAddr::new(
+                Ipv6Addr::from(bytes).into(),
+                port,
+            ))),
+            _ => Err(DecodeError::Family(e.family)),
+        }
+    };
+    Ok(TcpState {
+        ts_ns: e.ts_ns,
+        tgid: e.tgid,
+        tid: e.tid,
+        skaddr: e.skaddr,
+        oldstate: e.oldstate,
+        newstate: e.newstate,
+        local: addr(e.saddr, e.sport)?,
+        remote: addr(e.daddr, e.dport)?,
+    })
+}
+
+/// Decodes one socket event record (header + payload).
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     if record.len() < HEADER_LEN {
         return Err(DecodeError::Short(record.len()));
@@ -211,7 +277,10 @@ mod tests {
         assert_eq!(event.kind, EventKind::Data);
         assert_eq!(event.direction, Some(Direction::Egress));
         assert_eq!(event.payload, b"hello");
-        assert_eq!((event.tgid, event.tid, event.fd, event.conn_id), (100, 101, 7, 9));
+        assert_eq!(
+            (event.tgid, event.tid, event.fd, event.conn_id),
+            (100, 101, 7, 9)
+        );
         assert_eq!(event.comm, "curl");
         assert!(!event.truncated());
     }
@@ -219,13 +288,22 @@ mod tests {
     #[test]
     fn rejects_bad_codes_and_lengths() {
         assert_eq!(decode(&[0; 10]), Err(DecodeError::Short(10)));
-        assert_eq!(decode(&record(&header(99), b"hello")), Err(DecodeError::Kind(99)));
+        assert_eq!(
+            decode(&record(&header(99), b"hello")),
+            Err(DecodeError::Kind(99))
+        );
         let mut h = header(kind::DATA);
         h.syscall = 1234;
-        assert_eq!(decode(&record(&h, b"hello")), Err(DecodeError::Syscall(1234)));
+        assert_eq!(
+            decode(&record(&h, b"hello")),
+            Err(DecodeError::Syscall(1234))
+        );
         let mut h = header(kind::DATA);
         h.direction = 3;
-        assert_eq!(decode(&record(&h, b"hello")), Err(DecodeError::Direction(3)));
+        assert_eq!(
+            decode(&record(&h, b"hello")),
+            Err(DecodeError::Direction(3))
+        );
         let h = header(kind::DATA);
         assert_eq!(
             decode(&record(&h, b"hel")),
@@ -242,7 +320,10 @@ mod tests {
         raw[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         raw[2..4].copy_from_slice(&8080u16.to_be_bytes());
         raw[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(decode_sockaddr(&raw), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            decode_sockaddr(&raw),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
 
         let mut raw = [0u8; SOCKADDR_BYTES];
         raw[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
@@ -257,6 +338,53 @@ mod tests {
         let mut raw = [0u8; SOCKADDR_BYTES];
         raw[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
         assert_eq!(decode_sockaddr(&raw), None);
+    }
+
+    #[test]
+    fn decodes_tcp_state_records() {
+        let mut e = TcpStateEvent {
+            kind: kind::TCP_STATE,
+            family: libc::AF_INET as u32,
+            ts_ns: 1,
+            tgid: 2,
+            tid: 3,
+            skaddr: 0xffff_8880_0000_1000,
+            oldstate: agent_common::tcp_state::SYN_RECV,
+            newstate: agent_common::tcp_state::ESTABLISHED,
+            sport: 8080,
+            dport: 40000,
+            _pad: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+        };
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        // SAFETY: plain old data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&e).cast::<u8>(),
+                size_of::<TcpStateEvent>(),
+            )
+        };
+        let Record::TcpState(s) = decode_record(bytes).unwrap() else {
+            panic!("not tcp state")
+        };
+        assert_eq!(s.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.remote, "127.0.0.2:40000".parse().unwrap());
+        assert_eq!(decode_record(&bytes[..20]), Err(DecodeError::Short(20)));
+        e.family = 99;
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&e).cast::<u8>(),
+                size_of::<TcpStateEvent>(),
+            )
+        };
+        assert_eq!(decode_record(bytes), Err(DecodeError::Family(99)));
+        assert!(matches!(
+            decode_record(&record(&header(kind::DATA), b"hello")),
+            Ok(Record::Socket(_))
+        ));
     }
 
     #[test]

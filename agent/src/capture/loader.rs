@@ -32,17 +32,23 @@ pub struct AttachResult {
     pub error: Option<String>,
 }
 
-/// Every program of the capture path, enter before exit for each syscall.
+/// Every program of the capture path: enter and exit for each syscall, and the
+/// TCP state tracepoint that gives connections their local address.
 pub fn attach_table() -> Vec<Attachment> {
-    Syscall::ALL
+    let syscalls = Syscall::ALL
         .iter()
         .flat_map(|s| ["sys_enter_", "sys_exit_"].map(|prefix| format!("{prefix}{}", s.name())))
         .map(|name| Attachment {
             program: name.clone(),
             category: "syscalls",
             name,
-        })
-        .collect()
+        });
+    let tcp = Attachment {
+        program: "inet_sock_set_state".into(),
+        category: "sock",
+        name: "inet_sock_set_state".into(),
+    };
+    syscalls.chain(std::iter::once(tcp)).collect()
 }
 
 /// Loads the object with the agent's globals and map sizes, then attaches.
@@ -85,16 +91,16 @@ pub fn load(
                 scope.spawn(move || {
                     let result = match program {
                         Some(program) => attach(program, &attachment),
-                        None => Err(anyhow::anyhow!("program {} not in the object", attachment.program)),
+                        None => Err(anyhow::anyhow!(
+                            "program {} not in the object",
+                            attachment.program
+                        )),
                     };
                     (attachment, result)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().ok())
-            .collect()
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
 
     let mut links = Vec::new();
@@ -119,7 +125,10 @@ pub fn load(
     Ok((ebpf, links, results))
 }
 
-fn attach(program: &mut aya::programs::Program, attachment: &Attachment) -> anyhow::Result<TracePointLink> {
+fn attach(
+    program: &mut aya::programs::Program,
+    attachment: &Attachment,
+) -> anyhow::Result<TracePointLink> {
     let program: &mut TracePoint = program.try_into()?;
     program.load().context("verifier")?;
     let id = program
@@ -144,9 +153,14 @@ mod tests {
     #[test]
     fn table_has_enter_and_exit_for_every_syscall() {
         let table = attach_table();
-        assert_eq!(table.len(), 2 * Syscall::ALL.len());
+        assert_eq!(table.len(), 2 * Syscall::ALL.len() + 1);
         assert!(table.iter().any(|a| a.name == "sys_enter_recvmmsg"));
         assert!(table.iter().any(|a| a.name == "sys_exit_accept4"));
-        assert!(table.iter().all(|a| a.program == a.name && a.category == "syscalls"));
+        assert!(table.iter().all(|a| a.program == a.name));
+        assert!(
+            table
+                .iter()
+                .any(|a| a.category == "sock" && a.name == "inet_sock_set_state")
+        );
     }
 }

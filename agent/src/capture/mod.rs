@@ -12,7 +12,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
 };
 
-pub use event::{Direction, Event, EventKind};
+pub use event::{Direction, Event, EventKind, Record, TcpState};
 
 /// The loaded kernel side. Dropping it detaches every program.
 pub struct Capture {

@@ -10,18 +10,19 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
-use super::event::{Event, decode};
+use super::event::{Record, decode_record};
 use crate::self_metrics::SelfMetrics;
 
 pub async fn run(
     ring: RingBuf<MapData>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Record>,
     metrics: Arc<SelfMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the
     // RingBuf, and always returns that same fd.
-    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
@@ -37,10 +38,10 @@ pub async fn run(
     Ok(())
 }
 
-fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Event>, metrics: &SelfMetrics) {
+fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Record>, metrics: &SelfMetrics) {
     while let Some(record) = ring.next() {
         SelfMetrics::add(&metrics.events_received, 1);
-        let event = match decode(&record) {
+        let event = match decode_record(&record) {
             Ok(event) => event,
             Err(error) => {
                 SelfMetrics::add(&metrics.decode_errors, 1);
@@ -48,7 +49,9 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Event>, metrics: &SelfMe
                 continue;
             }
         };
-        SelfMetrics::add(&metrics.bytes_captured, event.payload.len() as u64);
+        if let Record::Socket(e) = &event {
+            SelfMetrics::add(&metrics.bytes_captured, e.payload.len() as u64);
+        }
         if tx.try_send(event).is_err() {
             SelfMetrics::add(&metrics.dropped_queue_full, 1);
         }

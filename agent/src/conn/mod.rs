@@ -5,6 +5,7 @@ pub mod procnet;
 pub mod resolver;
 pub mod stream;
 pub mod table;
+pub mod tcp_tuples;
 
 pub use procnet::Transport;
 pub use stream::{Chunk, Stream};

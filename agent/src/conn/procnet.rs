@@ -73,7 +73,10 @@ impl InetTable {
 
     /// Local ports in LISTEN state: an established socket on one of them was accepted.
     pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.by_inode.values().filter(|s| s.listening).map(|s| s.local.port())
+        self.by_inode
+            .values()
+            .filter(|s| s.listening)
+            .map(|s| s.local.port())
     }
 }
 
@@ -144,7 +147,9 @@ pub fn scan_existing(skip_tgid: u32) -> Vec<ExistingSocket> {
             .entry(ns)
             .or_insert_with(|| InetTable::read(pid).unwrap_or_default());
         for (fd, inode) in sockets {
-            let Some(socket) = table.get(inode).copied() else { continue };
+            let Some(socket) = table.get(inode).copied() else {
+                continue;
+            };
             if socket.listening {
                 continue;
             }
@@ -185,7 +190,11 @@ mod tests {
 
         let inode = socket_inode(pid, udp.as_raw_fd()).unwrap().unwrap();
         assert_eq!(table.get(inode).unwrap().transport, Transport::Udp);
-        assert!(table.listening_ports().any(|p| p == listener.local_addr().unwrap().port()));
+        assert!(
+            table
+                .listening_ports()
+                .any(|p| p == listener.local_addr().unwrap().port())
+        );
 
         // Existing-socket scan sees both ends, and knows which one was accepted.
         let existing = scan_existing(0);

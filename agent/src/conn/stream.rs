@@ -47,7 +47,9 @@ impl Stream {
         let data = &data[..data.len().min(self.cap)];
         let mut dropped = 0u64;
         while self.buffered + data.len() > self.cap {
-            let Some(old) = self.chunks.pop_front() else { break };
+            let Some(old) = self.chunks.pop_front() else {
+                break;
+            };
             self.buffered -= old.data.len();
             dropped += old.data.len() as u64;
         }

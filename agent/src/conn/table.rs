@@ -138,7 +138,8 @@ impl ConnTable {
         if let Some(direction) = event.direction {
             let moved = u64::try_from(event.bytes).unwrap_or(0);
             applied.stream_bytes_dropped =
-                conn.stream_mut(direction).push(event.ts_ns, &event.payload, moved);
+                conn.stream_mut(direction)
+                    .push(event.ts_ns, &event.payload, moved);
             // Unconnected UDP: each datagram names its peer.
             if event.addr.is_some() && conn.peer != event.addr {
                 conn.peer = event.addr;
@@ -206,14 +207,22 @@ mod tests {
             direction: (kind == EventKind::Data).then_some(Direction::Egress),
             bytes: 3,
             payload: b"abc".to_vec(),
-            flags: if kind == EventKind::Accept { flags::ROLE_SERVER } else { 0 },
+            flags: if kind == EventKind::Accept {
+                flags::ROLE_SERVER
+            } else {
+                0
+            },
             addr: Some("127.0.0.1:80".parse().unwrap()),
             comm: "srv".into(),
         }
     }
 
     fn key(fd: i32, conn_id: u64) -> ConnKey {
-        ConnKey { tgid: 10, fd, conn_id }
+        ConnKey {
+            tgid: 10,
+            fd,
+            conn_id,
+        }
     }
 
     #[test]
