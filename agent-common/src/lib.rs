@@ -100,6 +100,16 @@ impl Syscall {
         }
     }
 
+    /// How many leading arguments the enter program reads (arg 4 is the
+    /// sockaddr of sendto/recvfrom). Tests check each tracepoint has them.
+    pub const fn args_used(self) -> usize {
+        match self {
+            Syscall::Close => 1,
+            Syscall::Sendto | Syscall::Recvfrom => 5,
+            _ => 3,
+        }
+    }
+
     /// Data flows from the application to the network.
     pub const fn is_egress(self) -> bool {
         matches!(
@@ -302,6 +312,28 @@ pub struct TcpStateEvent {
     pub daddr: [u8; 16],
 }
 const _: () = assert!(size_of::<TcpStateEvent>() == 80);
+
+/// Field offsets of the tracepoint records the kernel programs read, checked at
+/// compile time against the kernel-side structs and by tests against tracefs.
+pub mod layout {
+    /// `syscalls:sys_enter_*`: argument `i` is at `SYSCALL_ARGS + 8 * i`, 8 bytes.
+    /// `syscalls:sys_exit_*`: `ret` is at `SYSCALL_ARGS`, 8 bytes.
+    pub const SYSCALL_ARGS: usize = 16;
+    /// `sock:inet_sock_set_state` fields and offsets.
+    pub const INET_SOCK_SET_STATE: [(&str, usize); 11] = [
+        ("skaddr", 8),
+        ("oldstate", 16),
+        ("newstate", 20),
+        ("sport", 24),
+        ("dport", 26),
+        ("family", 28),
+        ("protocol", 30),
+        ("saddr", 32),
+        ("daddr", 36),
+        ("saddr_v6", 40),
+        ("daddr_v6", 56),
+    ];
+}
 
 /// Key of the kernel's socket table.
 #[repr(C)]

@@ -64,7 +64,7 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
     // sockets, so file and pipe I/O costs one hash lookup and nothing more.
     if !syscall.is_socket_only() && !is_connection_syscall(syscall) {
         // SAFETY: the value is copied out immediately.
-        match unsafe { SOCKETS.get(&SockKey { tgid, fd }) } {
+        match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
             Some(info) if info.flags & flags::IGNORED == 0 => {}
             _ => return Ok(()),
         }
@@ -89,7 +89,7 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
         },
     };
     ACTIVE
-        .insert(&pid_tgid, &call, 0)
+        .insert(pid_tgid, call, 0)
         .map_err(|_| Loss::EnterStateInsert)
 }
 
@@ -97,7 +97,7 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
 pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before the entry is removed.
-    let call = match unsafe { ACTIVE.get(&pid_tgid) } {
+    let call = match unsafe { ACTIVE.get(pid_tgid) } {
         Some(call) => *call,
         None => {
             // Enter always stores state for these; for the others a miss just
@@ -111,7 +111,7 @@ pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
             return Ok(());
         }
     };
-    let _ = ACTIVE.remove(&pid_tgid);
+    let _ = ACTIVE.remove(pid_tgid);
     if call.syscall != syscall as u32 {
         // Left behind by a thread that never exited its previous syscall.
         return Ok(());
@@ -198,10 +198,10 @@ fn on_close(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
         fd: call.fd,
     };
     // SAFETY: copied out before removal.
-    let Some(info) = (unsafe { SOCKETS.get(&key) }).copied() else {
+    let Some(info) = (unsafe { SOCKETS.get(key) }).copied() else {
         return Ok(());
     };
-    let _ = SOCKETS.remove(&key);
+    let _ = SOCKETS.remove(key);
     if info.flags & flags::IGNORED != 0 {
         return Ok(());
     }
@@ -214,7 +214,7 @@ fn track(pid_tgid: u64, fd: i32, info: &SockInfo) -> Result<(), Loss> {
         fd,
     };
     SOCKETS
-        .insert(&key, info, 0)
+        .insert(key, info, 0)
         .map_err(|_| Loss::SocketTableInsert)
 }
 
@@ -227,7 +227,7 @@ fn socket_for_data(pid_tgid: u64, fd: i32, syscall: Syscall) -> Option<SockInfo>
         fd,
     };
     // SAFETY: copied out immediately.
-    let info = match unsafe { SOCKETS.get(&key) }.copied() {
+    let info = match unsafe { SOCKETS.get(key) }.copied() {
         Some(info) => info,
         None if syscall.is_socket_only() => {
             let info = SockInfo {
@@ -235,7 +235,7 @@ fn socket_for_data(pid_tgid: u64, fd: i32, syscall: Syscall) -> Option<SockInfo>
                 flags: flags::DISCOVERED,
                 _pad: 0,
             };
-            if SOCKETS.insert(&key, &info, 0).is_err() {
+            if SOCKETS.insert(key, info, 0).is_err() {
                 count_loss(Loss::SocketTableInsert);
             }
             info

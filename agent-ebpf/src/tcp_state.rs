@@ -32,6 +32,23 @@ struct Record {
     daddr_v6: [u8; 16],
 }
 
+/// The struct must match the offsets the tests check against tracefs.
+const _: () = {
+    use core::mem::offset_of;
+    let l = agent_common::layout::INET_SOCK_SET_STATE;
+    assert!(offset_of!(Record, skaddr) == l[0].1);
+    assert!(offset_of!(Record, oldstate) == l[1].1);
+    assert!(offset_of!(Record, newstate) == l[2].1);
+    assert!(offset_of!(Record, sport) == l[3].1);
+    assert!(offset_of!(Record, dport) == l[4].1);
+    assert!(offset_of!(Record, family) == l[5].1);
+    assert!(offset_of!(Record, protocol) == l[6].1);
+    assert!(offset_of!(Record, saddr) == l[7].1);
+    assert!(offset_of!(Record, daddr) == l[8].1);
+    assert!(offset_of!(Record, saddr_v6) == l[9].1);
+    assert!(offset_of!(Record, daddr_v6) == l[10].1);
+};
+
 pub fn on_set_state(ctx: &TracePointContext) -> Result<(), Loss> {
     // Copied out with one probe read: the verifier forbids dereferencing a ctx
     // pointer at an offset, which copying the address arrays field by field does.

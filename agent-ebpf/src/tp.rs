@@ -11,7 +11,7 @@
 use aya_ebpf::{EbpfContext as _, programs::TracePointContext};
 
 /// Offset of the first argument (enter) or of `ret` (exit).
-pub const ARGS_OFFSET: usize = 16;
+pub const ARGS_OFFSET: usize = agent_common::layout::SYSCALL_ARGS;
 
 /// Argument `index` of a `sys_enter_*` record, widened to 64 bits.
 #[inline(always)]

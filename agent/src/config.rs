@@ -273,9 +273,11 @@ mod tests {
 
     #[test]
     fn ring_buffer_is_a_power_of_two_within_budget() {
-        let mut s = Settings::default();
-        s.ring_buffer_per_cpu_kib = 768;
-        s.ring_buffer_budget_mib = 2;
+        let mut s = Settings {
+            ring_buffer_per_cpu_kib: 768,
+            ring_buffer_budget_mib: 2,
+            ..Settings::default()
+        };
         assert_eq!(s.ring_buffer_bytes(2), 2 * 1024 * 1024);
         assert_eq!(s.ring_buffer_bytes(1), 1024 * 1024);
         assert_eq!(s.ring_buffer_bytes(64), 2 * 1024 * 1024);

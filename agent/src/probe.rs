@@ -82,11 +82,7 @@ fn fs_magic(path: &str) -> Option<i64> {
     if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    #[expect(
-        clippy::unnecessary_cast,
-        reason = "f_type's width differs between libcs"
-    )]
-    Some(st.f_type as i64)
+    Some(st.f_type)
 }
 
 fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
