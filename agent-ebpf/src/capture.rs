@@ -17,7 +17,7 @@ use aya_ebpf::{
 
 use crate::{
     ACTIVE, AGENT_TGID, CAPTURE_BYTES, EVENTS, SCRATCH, SOCKETS, Scratch, count_loss, count_losses,
-    tp,
+    output_flags, tp,
 };
 
 const EINPROGRESS: i64 = 115;
@@ -310,7 +310,7 @@ fn emit_conn(
     buf.header.bytes = ret;
     read_addr(&mut buf.header, addr_ptr);
     EVENTS
-        .output::<EventHeader>(&buf.header, 0)
+        .output::<EventHeader>(&buf.header, output_flags())
         .map_err(|_| Loss::RingbufFull)
 }
 
@@ -391,7 +391,7 @@ fn submit(buf: &mut Scratch, captured: u32) -> Result<(), Loss> {
             core::ptr::from_ref(&EVENTS).cast_mut().cast(),
             core::ptr::from_mut(buf).cast(),
             len,
-            0,
+            output_flags(),
         )
     };
     if ret < 0 {

@@ -39,6 +39,29 @@ static AGENT_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: Global<u32> = Global::new(DEFAULT_CAPTURE_BYTES);
 
+/// Unread bytes above which a record wakes the reader (see `agent_common::globals`).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(64 * 1024);
+
+/// Ring buffer flags for the next record: wake the reader when the unread data
+/// crosses the watermark, not on every record after it (each wakeup costs the
+/// traced thread microseconds). The reader also polls, so a record never waits
+/// longer than the poll interval, even if concurrent writers step over the window.
+#[inline(always)]
+fn output_flags() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const WINDOW: u64 = 4 * agent_common::MAX_CAPTURE_BYTES as u64;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let mark = WAKEUP_BYTES.load();
+    if avail >= mark && avail < mark + WINDOW {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Header + payload records for userspace. Userspace sets the real size from the
 /// number of CPUs and the configured budget.
 #[map(name = "EVENTS")]

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::{AGENT_TGID, EVENTS};
+use crate::{AGENT_TGID, EVENTS, output_flags};
 
 const IPPROTO_TCP: u16 = 6;
 const AF_INET: u16 = 2;

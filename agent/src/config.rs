@@ -60,6 +60,9 @@ pub struct Cli {
     /// Upper bound of the ring buffer in MiB, whatever the number of CPUs.
     #[arg(long, env = "AGENT_RING_BUFFER_BUDGET_MIB")]
     pub ring_buffer_budget_mib: Option<u32>,
+    /// How often the ring buffer is read when the kernel has not woken the reader (ms).
+    #[arg(long, env = "AGENT_RING_BUFFER_POLL_MS")]
+    pub ring_buffer_poll_ms: Option<u64>,
     /// Sockets the kernel tracks at once (LRU).
     #[arg(long, env = "AGENT_SOCKET_TABLE_SIZE")]
     pub socket_table_size: Option<u32>,
@@ -90,6 +93,7 @@ pub struct FileConfig {
     pub capture_bytes: Option<u32>,
     pub ring_buffer_per_cpu_kib: Option<u32>,
     pub ring_buffer_budget_mib: Option<u32>,
+    pub ring_buffer_poll_ms: Option<u64>,
     pub socket_table_size: Option<u32>,
     pub max_connections: Option<usize>,
     pub stream_buffer_bytes: Option<usize>,
@@ -108,6 +112,7 @@ pub struct Settings {
     pub capture_bytes: u32,
     pub ring_buffer_per_cpu_kib: u32,
     pub ring_buffer_budget_mib: u32,
+    pub ring_buffer_poll_ms: u64,
     pub socket_table_size: u32,
     pub max_connections: usize,
     pub stream_buffer_bytes: usize,
@@ -126,6 +131,7 @@ impl Default for Settings {
             capture_bytes: DEFAULT_CAPTURE_BYTES,
             ring_buffer_per_cpu_kib: 1024,
             ring_buffer_budget_mib: 64,
+            ring_buffer_poll_ms: 10,
             socket_table_size: 65536,
             max_connections: 16384,
             stream_buffer_bytes: 64 * 1024,
@@ -175,6 +181,10 @@ impl Settings {
                 .ring_buffer_budget_mib
                 .or(file.ring_buffer_budget_mib)
                 .unwrap_or(d.ring_buffer_budget_mib),
+            ring_buffer_poll_ms: cli
+                .ring_buffer_poll_ms
+                .or(file.ring_buffer_poll_ms)
+                .unwrap_or(d.ring_buffer_poll_ms),
             socket_table_size: cli
                 .socket_table_size
                 .or(file.socket_table_size)
@@ -205,6 +215,9 @@ impl Settings {
         }
         if self.ring_buffer_per_cpu_kib < 4 || self.ring_buffer_budget_mib == 0 {
             bail!("ring buffer needs at least 4 KiB per CPU and a budget of at least 1 MiB");
+        }
+        if !(1..=1000).contains(&self.ring_buffer_poll_ms) {
+            bail!("ring_buffer_poll_ms must be between 1 and 1000");
         }
         for (name, value) in [
             ("socket_table_size", self.socket_table_size as usize),

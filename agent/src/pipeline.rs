@@ -128,8 +128,9 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(settings.event_queue);
     let reader_metrics = Arc::clone(&metrics);
+    let poll = Duration::from_millis(settings.ring_buffer_poll_ms);
     let reader = tokio::spawn(async move {
-        if let Err(error) = reader::run(ring, tx, reader_metrics, shutdown_rx).await {
+        if let Err(error) = reader::run(ring, poll, tx, reader_metrics, shutdown_rx).await {
             tracing::error!(error = %format!("{error:#}"), "ring buffer reader failed");
         }
     });

@@ -1,5 +1,6 @@
 //! Project tasks. `cargo xtask --help` lists them.
 
+mod bench;
 mod build_ebpf;
 mod setup;
 
@@ -28,6 +29,12 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure the kernel-side overhead (ns per traced syscall, agent off vs on). Needs root.
+    Bench {
+        /// Writes per round.
+        #[arg(long, default_value_t = 200_000)]
+        iterations: u64,
+    },
     /// Set up, build, check formatting and lints, and run every test.
     Test {
         /// Arguments passed to `cargo test` (e.g. a test name filter).
@@ -46,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Run { debug, args } => run(debug, &args),
+        Task::Bench { iterations } => bench::run(iterations),
         Task::Test { args } => test(&args),
     }
 }

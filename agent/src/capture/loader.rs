@@ -69,14 +69,21 @@ pub fn load(
     }
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
     let ring_bytes = settings.ring_buffer_bytes(cpus);
+    let wakeup_bytes = wakeup_bytes(ring_bytes);
     let mut ebpf = EbpfLoader::new()
         .override_global(globals::AGENT_TGID, &agent_tgid, true)
         .override_global(globals::CAPTURE_BYTES, &settings.capture_bytes, true)
+        .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(maps::EVENTS, ring_bytes)
         .map_max_entries(maps::SOCKETS, settings.socket_table_size)
         .load(OBJECT)
         .context("loading the kernel programs")?;
-    tracing::info!(ring_buffer_bytes = ring_bytes, cpus, "kernel object loaded");
+    tracing::info!(
+        ring_buffer_bytes = ring_bytes,
+        wakeup_bytes,
+        cpus,
+        "kernel object loaded"
+    );
 
     let table = attach_table();
     let mut programs: Vec<(&str, &mut aya::programs::Program)> = ebpf.programs_mut().collect();
@@ -135,6 +142,13 @@ fn attach(
         .attach(attachment.category, &attachment.name)
         .with_context(|| format!("attaching to {}:{}", attachment.category, attachment.name))?;
     Ok(program.take_link(id)?)
+}
+
+/// Unread bytes that wake the reader: an eighth of the ring, at most 256 KiB, so
+/// at high rates the reader is woken long before the ring fills, and at low rates
+/// its poll interval picks records up.
+pub fn wakeup_bytes(ring_bytes: u32) -> u64 {
+    (u64::from(ring_bytes) / 8).min(256 * 1024)
 }
 
 /// Detaches every link, in parallel (see [`load`]).

@@ -1,6 +1,11 @@
-//! The ring buffer reader: one task, woken by epoll readiness (tokio `AsyncFd`),
-//! drains every record, decodes it and hands it on through a bounded queue. It never
-//! waits for the consumer: a full queue drops the event and counts it.
+//! The ring buffer reader: one task, woken by epoll readiness (tokio `AsyncFd`) or
+//! by its poll interval, drains every record, decodes it and hands it on through a
+//! bounded queue. It never waits for the consumer: a full queue drops the event
+//! and counts it.
+//!
+//! The kernel only wakes it when enough bytes are waiting (`WAKEUP_BYTES`): a
+//! wakeup per record costs the traced thread more than everything else the
+//! programs do. The poll interval bounds how long a lone record can wait.
 
 use std::sync::Arc;
 
@@ -15,6 +20,7 @@ use crate::self_metrics::SelfMetrics;
 
 pub async fn run(
     ring: RingBuf<MapData>,
+    poll: std::time::Duration,
     tx: mpsc::Sender<Record>,
     metrics: Arc<SelfMetrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -23,8 +29,11 @@ pub async fn run(
     // RingBuf, and always returns that same fd.
     let mut fd = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => drain(fd.get_mut(), &tx, &metrics),
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &tx, &metrics);
