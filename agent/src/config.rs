@@ -72,6 +72,9 @@ pub struct Cli {
     /// Bytes buffered per connection and direction for protocol parsers.
     #[arg(long, env = "AGENT_STREAM_BUFFER_BYTES")]
     pub stream_buffer_bytes: Option<usize>,
+    /// Bytes buffered by all connections' streams together, in MiB.
+    #[arg(long, env = "AGENT_STREAM_BUDGET_MIB")]
+    pub stream_budget_mib: Option<usize>,
     /// Events queued between the ring buffer reader and the connection table.
     #[arg(long, env = "AGENT_EVENT_QUEUE")]
     pub event_queue: Option<usize>,
@@ -97,6 +100,7 @@ pub struct FileConfig {
     pub socket_table_size: Option<u32>,
     pub max_connections: Option<usize>,
     pub stream_buffer_bytes: Option<usize>,
+    pub stream_budget_mib: Option<usize>,
     pub event_queue: Option<usize>,
 }
 
@@ -116,6 +120,7 @@ pub struct Settings {
     pub socket_table_size: u32,
     pub max_connections: usize,
     pub stream_buffer_bytes: usize,
+    pub stream_budget_mib: usize,
     pub event_queue: usize,
 }
 
@@ -135,6 +140,7 @@ impl Default for Settings {
             socket_table_size: 65536,
             max_connections: 16384,
             stream_buffer_bytes: 64 * 1024,
+            stream_budget_mib: 64,
             event_queue: 16384,
         }
     }
@@ -162,45 +168,28 @@ impl Settings {
 
     pub fn merge(cli: Cli, file: FileConfig) -> anyhow::Result<Settings> {
         let d = Settings::default();
+        // A flag or variable, else the file, else the default.
+        macro_rules! pick {
+            ($field:ident) => {
+                cli.$field.or(file.$field).unwrap_or(d.$field)
+            };
+        }
         let settings = Settings {
-            log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
-            log: cli.log.or(file.log).unwrap_or(d.log),
+            log_format: pick!(log_format),
+            log: pick!(log),
             pids: pick_list(cli.pids, file.pids),
             exes: pick_list(cli.exes, file.exes),
             ports: pick_list(cli.ports, file.ports),
             events: cli.events || file.events.unwrap_or(d.events),
-            capture_bytes: cli
-                .capture_bytes
-                .or(file.capture_bytes)
-                .unwrap_or(d.capture_bytes),
-            ring_buffer_per_cpu_kib: cli
-                .ring_buffer_per_cpu_kib
-                .or(file.ring_buffer_per_cpu_kib)
-                .unwrap_or(d.ring_buffer_per_cpu_kib),
-            ring_buffer_budget_mib: cli
-                .ring_buffer_budget_mib
-                .or(file.ring_buffer_budget_mib)
-                .unwrap_or(d.ring_buffer_budget_mib),
-            ring_buffer_poll_ms: cli
-                .ring_buffer_poll_ms
-                .or(file.ring_buffer_poll_ms)
-                .unwrap_or(d.ring_buffer_poll_ms),
-            socket_table_size: cli
-                .socket_table_size
-                .or(file.socket_table_size)
-                .unwrap_or(d.socket_table_size),
-            max_connections: cli
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(d.max_connections),
-            stream_buffer_bytes: cli
-                .stream_buffer_bytes
-                .or(file.stream_buffer_bytes)
-                .unwrap_or(d.stream_buffer_bytes),
-            event_queue: cli
-                .event_queue
-                .or(file.event_queue)
-                .unwrap_or(d.event_queue),
+            capture_bytes: pick!(capture_bytes),
+            ring_buffer_per_cpu_kib: pick!(ring_buffer_per_cpu_kib),
+            ring_buffer_budget_mib: pick!(ring_buffer_budget_mib),
+            ring_buffer_poll_ms: pick!(ring_buffer_poll_ms),
+            socket_table_size: pick!(socket_table_size),
+            max_connections: pick!(max_connections),
+            stream_buffer_bytes: pick!(stream_buffer_bytes),
+            stream_budget_mib: pick!(stream_budget_mib),
+            event_queue: pick!(event_queue),
         };
         settings.validate()?;
         Ok(settings)
@@ -223,6 +212,7 @@ impl Settings {
             ("socket_table_size", self.socket_table_size as usize),
             ("max_connections", self.max_connections),
             ("stream_buffer_bytes", self.stream_buffer_bytes),
+            ("stream_budget_mib", self.stream_budget_mib),
             ("event_queue", self.event_queue),
         ] {
             if value == 0 {

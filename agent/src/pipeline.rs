@@ -47,39 +47,30 @@ pub struct AgentHandle {
     pub attached: Vec<AttachResult>,
 }
 
+/// The capture behind its lock; a panicked holder cannot leave it inconsistent
+/// (every operation on it is a single map syscall), so poisoning is ignored.
+fn locked(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
+    capture.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl AgentHandle {
     pub fn snapshot(&self) -> Snapshot {
-        let losses = self
-            .capture
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .losses();
-        self.metrics.snapshot(losses)
+        self.metrics.snapshot(locked(&self.capture).losses())
     }
 
     /// Detaches the programs, then drains what they already emitted and flushes it.
-    pub async fn stop(self) -> Snapshot {
+    pub async fn stop(mut self) -> Snapshot {
         let capture = Arc::clone(&self.capture);
-        let detached = tokio::task::spawn_blocking(move || {
-            capture
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .detach();
-        });
+        let detached = tokio::task::spawn_blocking(move || locked(&capture).detach());
         if let Err(error) = detached.await {
             tracing::warn!(%error, "detaching");
         }
         let _ = self.shutdown.send(true);
-        let all = futures_join(self.tasks);
+        let all = futures_join(std::mem::take(&mut self.tasks));
         if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
             tracing::warn!("pipeline did not flush within {STOP_TIMEOUT:?}");
         }
-        let losses = self
-            .capture
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .losses();
-        self.metrics.snapshot(losses)
+        self.snapshot()
     }
 }
 
@@ -103,7 +94,11 @@ pub async fn start(
 
     let (resolved_tx, resolved_rx) = mpsc::channel(RESOLVER_QUEUE);
     let mut processor = Processor {
-        table: ConnTable::new(settings.max_connections, settings.stream_buffer_bytes),
+        table: ConnTable::new(
+            settings.max_connections,
+            settings.stream_buffer_bytes,
+            settings.stream_budget_mib * 1024 * 1024,
+        ),
         filter: Filter::new(&settings.pids, &settings.exes, &settings.ports)?,
         resolver: Resolver::spawn(RESOLVER_QUEUE, resolved_tx)
             .context("starting resolver thread")?,
@@ -181,6 +176,7 @@ impl Processor {
                 _ = tick.tick() => {
                     SelfMetrics::set(&self.metrics.queue_len, events.len() as u64);
                     SelfMetrics::set(&self.metrics.connections_tracked, self.table.len() as u64);
+                    SelfMetrics::set(&self.metrics.stream_bytes_buffered, self.table.buffered() as u64);
                 }
             }
         }
@@ -302,10 +298,7 @@ impl Processor {
             }
             Resolution::NotInet { key } => {
                 self.table.remove(&key);
-                self.capture
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .ignore(key.tgid, key.fd, key.conn_id);
+                locked(&self.capture).ignore(key.tgid, key.fd, key.conn_id);
             }
             Resolution::Gone { .. } => {}
         }
@@ -328,11 +321,7 @@ impl Processor {
                 flags: flags::PREEXISTING | role,
                 _pad: 0,
             };
-            let inserted = self
-                .capture
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .track_existing(s.tgid, s.fd, info);
+            let inserted = locked(&self.capture).track_existing(s.tgid, s.fd, info);
             if let Err(error) = inserted {
                 tracing::debug!(tgid = s.tgid, fd = s.fd, error = %format!("{error:#}"), "existing socket not registered");
                 continue;

@@ -284,7 +284,7 @@ fn supported(
             Status::Missing,
             format!("{what}: not supported by this kernel"),
         ),
-        Err(e) => (Status::Missing, format!("{what}: probe failed: {e}")),
+        Err(e) => (Status::Missing, format!("{what}: not available ({e})")),
     };
     Capability {
         name,

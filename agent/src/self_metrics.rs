@@ -31,6 +31,8 @@ pub struct SelfMetrics {
     pub bytes_not_captured: AtomicU64,
     /// Gauge: connections in the table.
     pub connections_tracked: AtomicU64,
+    /// Gauge: bytes held by all connections' streams.
+    pub stream_bytes_buffered: AtomicU64,
     /// Gauge: events waiting in the queue to the connection table.
     pub queue_len: AtomicU64,
     /// Gauge: capacity of that queue.
@@ -60,6 +62,7 @@ impl SelfMetrics {
             stream_bytes_dropped: get(&self.stream_bytes_dropped),
             bytes_not_captured: get(&self.bytes_not_captured),
             connections_tracked: get(&self.connections_tracked),
+            stream_bytes_buffered: get(&self.stream_bytes_buffered),
             queue_len: get(&self.queue_len),
             queue_capacity: get(&self.queue_capacity),
             kernel_losses,
@@ -81,6 +84,7 @@ pub struct Snapshot {
     pub stream_bytes_dropped: u64,
     pub bytes_not_captured: u64,
     pub connections_tracked: u64,
+    pub stream_bytes_buffered: u64,
     pub queue_len: u64,
     pub queue_capacity: u64,
     /// Per-reason kernel counters (`agent_common::Loss`), summed over CPUs.

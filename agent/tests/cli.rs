@@ -181,3 +181,56 @@ fn bad_configuration_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_key"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `script` in a private mount namespace (so unmounting there leaves the host alone).
+fn in_private_mount_ns(script: &str) -> std::process::Output {
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .output()
+        .expect("unshare (util-linux)")
+}
+
+#[test]
+fn mounts_tracefs_when_it_is_not_mounted() {
+    if !privileged("mounts_tracefs_when_it_is_not_mounted") {
+        return;
+    }
+    let out = in_private_mount_ns(&format!(
+        "umount /sys/kernel/tracing 2>/dev/null; test -d /sys/kernel/tracing/events && exit 3; exec {AGENT} --check"
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(
+        out.status.code(),
+        Some(3),
+        "could not unmount tracefs for the test"
+    );
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tracefs"))
+        .unwrap_or_default();
+    assert!(line.contains("mounted by the agent"), "{text}");
+}
+
+#[test]
+fn says_what_to_mount_when_tracefs_cannot_be_mounted() {
+    if !privileged("says_what_to_mount_when_tracefs_cannot_be_mounted") {
+        return;
+    }
+    // An empty tmpfs over /sys/kernel: no tracefs and no mount point for it.
+    let out = in_private_mount_ns(&format!(
+        "umount /sys/kernel/tracing 2>/dev/null; mount -t tmpfs tmpfs /sys/kernel || exit 3; exec {AGENT} --check"
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tracefs"))
+        .unwrap_or_default();
+    assert!(line.contains("MISSING (required)"), "{text}");
+    assert!(
+        line.contains("mount -t tracefs tracefs /sys/kernel/tracing"),
+        "{text}"
+    );
+    assert!(text.contains("agent cannot run"));
+}

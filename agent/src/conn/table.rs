@@ -1,6 +1,11 @@
 //! The connection table: bounded (LRU), keyed by (tgid, fd, connection id) so a
 //! reused fd number is a new connection, with an index by (tgid, fd) so that a
 //! connection whose close was missed is replaced rather than resurrected.
+//!
+//! Memory is bounded twice: each stream holds at most `stream_cap` bytes, and all
+//! streams together at most `budget` bytes. Over the budget, a new chunk first
+//! pushes out its own stream's oldest bytes and is otherwise not kept (counted as
+//! dropped): O(1), and a busy connection cannot grow the total.
 
 use std::{collections::HashMap, net::SocketAddr, num::NonZeroUsize};
 
@@ -85,15 +90,25 @@ pub struct ConnTable {
     conns: LruCache<ConnKey, Conn>,
     by_fd: HashMap<(u32, i32), u64>,
     stream_cap: usize,
+    budget: usize,
+    /// Bytes held by all streams.
+    buffered: usize,
 }
 
 impl ConnTable {
-    pub fn new(max_connections: usize, stream_cap: usize) -> ConnTable {
+    pub fn new(max_connections: usize, stream_cap: usize, budget: usize) -> ConnTable {
         ConnTable {
             conns: LruCache::new(NonZeroUsize::new(max_connections).unwrap_or(NonZeroUsize::MIN)),
             by_fd: HashMap::new(),
             stream_cap,
+            budget,
+            buffered: 0,
         }
+    }
+
+    /// Bytes held by all streams.
+    pub fn buffered(&self) -> usize {
+        self.buffered
     }
 
     pub fn len(&self) -> usize {
@@ -137,9 +152,25 @@ impl ConnTable {
         conn.last_ns = event.ts_ns;
         if let Some(direction) = event.direction {
             let moved = u64::try_from(event.bytes).unwrap_or(0);
-            applied.stream_bytes_dropped =
-                conn.stream_mut(direction)
-                    .push(event.ts_ns, &event.payload, moved);
+            let stream = &mut conn.streams[direction.index()];
+            let len = event.payload.len();
+            let mut dropped = 0;
+            // Over the global budget: make room in this stream first.
+            while self.buffered + len > self.budget {
+                let Some(old) = stream.pop() else { break };
+                self.buffered -= old.data.len();
+                dropped += old.data.len() as u64;
+            }
+            let before = stream.buffered();
+            if self.buffered + len <= self.budget {
+                dropped += stream.push(event.ts_ns, &event.payload, moved);
+            } else {
+                // No room at all: keep the byte count, not the bytes.
+                dropped += len as u64;
+                stream.push(event.ts_ns, &[], moved);
+            }
+            self.buffered = self.buffered + stream.buffered() - before;
+            applied.stream_bytes_dropped = dropped;
             // Unconnected UDP: each datagram names its peer.
             if event.addr.is_some() && conn.peer != event.addr {
                 conn.peer = event.addr;
@@ -170,10 +201,11 @@ impl ConnTable {
             last_ns: event.ts_ns,
             streams: [Stream::new(self.stream_cap), Stream::new(self.stream_cap)],
         };
-        if let Some((old_key, _)) = self.conns.push(key, conn)
+        if let Some((old_key, old)) = self.conns.push(key, conn)
             && old_key != key
         {
             self.by_fd.remove(&(old_key.tgid, old_key.fd));
+            self.buffered -= old.streams.iter().map(Stream::buffered).sum::<usize>();
             applied.evicted = true;
         }
         self.by_fd.insert((key.tgid, key.fd), key.conn_id);
@@ -182,6 +214,7 @@ impl ConnTable {
 
     pub fn remove(&mut self, key: &ConnKey) -> Option<Conn> {
         let conn = self.conns.pop(key)?;
+        self.buffered -= conn.streams.iter().map(Stream::buffered).sum::<usize>();
         if self.by_fd.get(&(key.tgid, key.fd)) == Some(&key.conn_id) {
             self.by_fd.remove(&(key.tgid, key.fd));
         }
@@ -227,7 +260,7 @@ mod tests {
 
     #[test]
     fn accept_data_close_lifecycle() {
-        let mut t = ConnTable::new(8, 1024);
+        let mut t = ConnTable::new(8, 1024, 1 << 20);
         assert!(t.apply(&event(EventKind::Accept, 5, 100)).created);
         assert!(!t.apply(&event(EventKind::Data, 5, 100)).created);
         let conn = t.get(&key(5, 100)).unwrap();
@@ -240,7 +273,7 @@ mod tests {
 
     #[test]
     fn reused_fd_is_a_new_connection_and_replaces_the_stale_one() {
-        let mut t = ConnTable::new(8, 1024);
+        let mut t = ConnTable::new(8, 1024, 1 << 20);
         t.apply(&event(EventKind::Accept, 5, 100));
         // Close missed; the fd comes back with a new connection id.
         assert!(t.apply(&event(EventKind::Accept, 5, 200)).created);
@@ -254,7 +287,7 @@ mod tests {
 
     #[test]
     fn bounded_with_lru_eviction() {
-        let mut t = ConnTable::new(2, 1024);
+        let mut t = ConnTable::new(2, 1024, 1 << 20);
         t.apply(&event(EventKind::Accept, 1, 1));
         t.apply(&event(EventKind::Accept, 2, 2));
         t.apply(&event(EventKind::Data, 1, 1)); // 1 is now most recent
@@ -268,8 +301,32 @@ mod tests {
     }
 
     #[test]
+    fn all_streams_together_stay_within_the_budget() {
+        let mut t = ConnTable::new(8, 1024, 8);
+        let mut e = event(EventKind::Data, 1, 1); // 3 bytes each
+        t.apply(&e);
+        t.apply(&e);
+        assert_eq!(t.buffered(), 6);
+        e.fd = 2;
+        e.conn_id = 2;
+        // 6 + 3 > 8 and fd 2 has nothing to give: the payload is not kept.
+        assert_eq!(t.apply(&e).stream_bytes_dropped, 3);
+        assert_eq!(t.buffered(), 6);
+        let conn = t.get(&key(2, 2)).unwrap();
+        assert_eq!(conn.stream(Direction::Egress).total(), 3, "byte count kept");
+        // fd 1 makes room in its own stream.
+        e.fd = 1;
+        e.conn_id = 1;
+        assert_eq!(t.apply(&e).stream_bytes_dropped, 3);
+        assert_eq!(t.buffered(), 6);
+        // Removing a connection returns its bytes to the budget.
+        t.apply(&event(EventKind::Close, 1, 1));
+        assert_eq!(t.buffered(), 0);
+    }
+
+    #[test]
     fn stream_bound_is_reported() {
-        let mut t = ConnTable::new(2, 4);
+        let mut t = ConnTable::new(2, 4, 1 << 20);
         t.apply(&event(EventKind::Data, 1, 1));
         let applied = t.apply(&event(EventKind::Data, 1, 1));
         assert_eq!(applied.stream_bytes_dropped, 3);
