@@ -88,6 +88,6 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), Loss> {
         event.daddr[..4].copy_from_slice(&r.daddr);
     }
     EVENTS
-        .output::<TcpStateEvent>(&event, 0)
+        .output::<TcpStateEvent>(&event, output_flags())
         .map_err(|_| Loss::RingbufFull)
 }
