@@ -14,6 +14,7 @@ pub mod logging;
 pub mod observed;
 pub mod pipeline;
 pub mod probe;
+pub mod protocols;
 pub mod self_metrics;
 
 pub use config::{Cli, Settings};

@@ -1,0 +1,455 @@
+//! One HTTP/1 connection: pairs requests with responses (in order, so pipelining
+//! works) and reports each finished exchange with its timings.
+
+use std::collections::VecDeque;
+
+use super::{
+    body::{Framing, request_framing, response_framing},
+    head::{Request, Response},
+    reader::{Found, Head, Kind, Reader},
+};
+use crate::{capture::Direction, conn::Chunk};
+
+/// Requests in flight per connection before the oldest is given up (pipelining
+/// depth; bounds memory on a connection whose responses we never see).
+const MAX_PENDING: usize = 64;
+
+/// A request and its response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: Request,
+    pub response: Response,
+    /// First byte of the request.
+    pub request_start_ns: u64,
+    /// Last byte of the request (its body included).
+    pub request_end_ns: u64,
+    pub response_start_ns: u64,
+    pub response_end_ns: u64,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+}
+
+/// What feeding a chunk produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    pub exchanges: Vec<Exchange>,
+    /// Parse errors by reason (bytes that could not be read as HTTP/1).
+    pub errors: Vec<&'static str>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    request: Request,
+    start_ns: u64,
+    end_ns: Option<u64>,
+    body_bytes: u64,
+    response: Option<(Response, u64)>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    /// Direction that carries requests: ingress on servers, egress on clients.
+    requests_from: Option<Direction>,
+    requests: Reader,
+    responses: Reader,
+    pending: VecDeque<Pending>,
+    /// The response being read is an interim (1xx) one.
+    interim: bool,
+}
+
+/// Whether `data` starts like a request (a method token and a space) or a response.
+fn sniff(data: &[u8]) -> Option<Kind> {
+    if data.starts_with(b"HTTP/1.") {
+        return Some(Kind::Response);
+    }
+    let token = data.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (token >= 3 && data.get(token) == Some(&b' ')).then_some(Kind::Request)
+}
+
+impl Session {
+    /// `requests_from`: the direction carrying requests, if the role is known.
+    pub fn new(requests_from: Option<Direction>) -> Session {
+        Session {
+            requests_from,
+            requests: Reader::new(Kind::Request),
+            responses: Reader::new(Kind::Response),
+            pending: VecDeque::new(),
+            interim: false,
+        }
+    }
+
+    /// Whether bytes starting a connection look like HTTP/1 at all.
+    pub fn detect(data: &[u8]) -> bool {
+        sniff(data).is_some()
+    }
+
+    /// Feeds one chunk of one direction.
+    pub fn push(&mut self, direction: Direction, chunk: &Chunk) -> Output {
+        let mut out = Output::default();
+        if self.requests_from.is_none() {
+            self.requests_from = match sniff(&chunk.data) {
+                Some(Kind::Request) => Some(direction),
+                Some(Kind::Response) => Some(opposite(direction)),
+                None => return out,
+            };
+        }
+        let mut found = Vec::new();
+        if Some(direction) == self.requests_from {
+            self.requests.push(
+                chunk,
+                &mut |head| match head {
+                    Head::Request(r) => request_framing(r),
+                    Head::Response(_) => Framing::None,
+                },
+                &mut found,
+            );
+            self.on_requests(found, &mut out);
+        } else {
+            let pending = &self.pending;
+            // Heads found in this chunk are matched to requests in order, before
+            // `on_responses` records them: count them here.
+            let mut answered = 0;
+            self.responses.push(
+                chunk,
+                &mut |head| match head {
+                    Head::Response(r) => {
+                        let method = pending
+                            .iter()
+                            .filter(|p| p.response.is_none())
+                            .nth(answered)
+                            .map_or("GET", |p| p.request.method.as_str());
+                        if !(100..200).contains(&r.status) || r.status == 101 {
+                            answered += 1;
+                        }
+                        response_framing(r, method)
+                    }
+                    Head::Request(_) => Framing::None,
+                },
+                &mut found,
+            );
+            self.on_responses(found, &mut out);
+        }
+        out
+    }
+
+    /// The connection closed.
+    pub fn close(&mut self) -> Output {
+        let mut out = Output::default();
+        let mut found = Vec::new();
+        self.responses.close(&mut found);
+        self.on_responses(found, &mut out);
+        let mut found = Vec::new();
+        self.requests.close(&mut found);
+        self.on_requests(found, &mut out);
+        out
+    }
+
+    fn on_requests(&mut self, found: Vec<Found>, out: &mut Output) {
+        for f in found {
+            match f {
+                Found::Head {
+                    head: Head::Request(request),
+                    start_ns,
+                } => {
+                    if self.pending.len() == MAX_PENDING {
+                        self.pending.pop_front();
+                        out.errors.push("too_many_pending");
+                    }
+                    self.pending.push_back(Pending {
+                        request,
+                        start_ns,
+                        end_ns: None,
+                        body_bytes: 0,
+                        response: None,
+                    });
+                }
+                Found::End { end_ns, body_bytes } => {
+                    if let Some(p) = self.pending.iter_mut().find(|p| p.end_ns.is_none()) {
+                        p.end_ns = Some(end_ns);
+                        p.body_bytes = body_bytes;
+                    }
+                }
+                Found::Error { reason } => out.errors.push(reason),
+                Found::Head { .. } => {}
+            }
+        }
+    }
+
+    fn on_responses(&mut self, found: Vec<Found>, out: &mut Output) {
+        for f in found {
+            match f {
+                Found::Head {
+                    head: Head::Response(response),
+                    start_ns,
+                } => {
+                    // 1xx other than 101 are interim: the real response follows.
+                    self.interim = (100..200).contains(&response.status) && response.status != 101;
+                    if self.interim {
+                        continue;
+                    }
+                    if response.status == 101 || response.headers.upgrade && response.status < 300 {
+                        self.requests.tunnel();
+                    }
+                    match self.pending.iter_mut().find(|p| p.response.is_none()) {
+                        Some(p) => p.response = Some((response, start_ns)),
+                        None => out.errors.push("response_without_request"),
+                    }
+                }
+                Found::End { end_ns, body_bytes } => {
+                    if std::mem::take(&mut self.interim) {
+                        continue;
+                    }
+                    let answered = self.pending.front().is_some_and(|p| p.response.is_some());
+                    if !answered {
+                        continue;
+                    }
+                    let Some(p) = self.pending.pop_front() else {
+                        continue;
+                    };
+                    let Some((response, response_start_ns)) = p.response else {
+                        continue;
+                    };
+                    out.exchanges.push(Exchange {
+                        request_end_ns: p.end_ns.unwrap_or(response_start_ns),
+                        request: p.request,
+                        response,
+                        request_start_ns: p.start_ns,
+                        response_start_ns,
+                        response_end_ns: end_ns,
+                        request_body_bytes: p.body_bytes,
+                        response_body_bytes: body_bytes,
+                    });
+                }
+                Found::Error { reason } => out.errors.push(reason),
+                Found::Head { .. } => {}
+            }
+        }
+    }
+}
+
+fn opposite(direction: Direction) -> Direction {
+    match direction {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds (direction, ts, bytes, missing) steps; returns everything produced.
+    fn run(role: Option<Direction>, steps: &[(Direction, u64, &[u8], u64)], close: bool) -> Output {
+        let mut s = Session::new(role);
+        let mut all = Output::default();
+        let mut offsets = [0u64; 2];
+        for &(direction, ts, data, missing) in steps {
+            let chunk = Chunk {
+                ts_ns: ts,
+                offset: offsets[direction.index()],
+                data: data.to_vec(),
+                missing,
+            };
+            offsets[direction.index()] += data.len() as u64 + missing;
+            let out = s.push(direction, &chunk);
+            all.exchanges.extend(out.exchanges);
+            all.errors.extend(out.errors);
+        }
+        if close {
+            let out = s.close();
+            all.exchanges.extend(out.exchanges);
+            all.errors.extend(out.errors);
+        }
+        all
+    }
+
+    use Direction::{Egress as OUT, Ingress as IN};
+    const SERVER: Option<Direction> = Some(IN);
+    const CLIENT: Option<Direction> = Some(OUT);
+
+    #[test]
+    fn server_exchange_with_timings() {
+        let out = run(
+            SERVER,
+            &[
+                (IN, 10, b"GET /users/42 HTTP/1.1\r\nHost: a\r\n", 0),
+                (IN, 11, b"\r\n", 0),
+                (
+                    OUT,
+                    20,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
+                    0,
+                ),
+                (OUT, 25, b"cd", 0),
+            ],
+            false,
+        );
+        assert_eq!(out.errors, Vec::<&str>::new());
+        let e = &out.exchanges[0];
+        assert_eq!(
+            (e.request.method.as_str(), e.request.target.as_str()),
+            ("GET", "/users/42")
+        );
+        assert_eq!(e.response.status, 200);
+        assert_eq!((e.request_start_ns, e.request_end_ns), (10, 11));
+        assert_eq!((e.response_start_ns, e.response_end_ns), (20, 25));
+        assert_eq!(e.response_body_bytes, 4);
+    }
+
+    #[test]
+    fn keep_alive_and_pipelining_pair_in_order() {
+        let mut steps: Vec<(Direction, u64, &[u8], u64)> = Vec::new();
+        // Three pipelined requests in one write, then three responses in one read.
+        steps.push((
+            OUT,
+            1,
+            b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
+            0,
+        ));
+        steps.push((
+            IN,
+            2,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nAHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            0,
+        ));
+        for _ in 0..100 {
+            steps.push((OUT, 3, b"GET /ka HTTP/1.1\r\n\r\n", 0));
+            steps.push((IN, 4, b"HTTP/1.1 204 No Content\r\n\r\n", 0));
+        }
+        let out = run(CLIENT, &steps, false);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.exchanges.len(), 103);
+        let pairs: Vec<(&str, u16)> = out.exchanges[..3]
+            .iter()
+            .map(|e| (e.request.target.as_str(), e.response.status))
+            .collect();
+        assert_eq!(pairs, [("/a", 200), ("/b", 200), ("/c", 404)]);
+    }
+
+    #[test]
+    fn chunked_bodies_and_100_continue() {
+        let out = run(
+            CLIENT,
+            &[
+                (OUT, 1, b"POST /upload HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n", 0),
+                (IN, 2, b"HTTP/1.1 100 Continue\r\n\r\n", 0),
+                (OUT, 3, b"5\r\nhello\r\n", 0),
+                (OUT, 4, b"0\r\n\r\n", 0),
+                (IN, 5, b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", 0),
+                (IN, 6, b"0\r\n\r\n", 0),
+            ],
+            false,
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let e = &out.exchanges[0];
+        assert_eq!(e.response.status, 201);
+        assert_eq!((e.request_body_bytes, e.response_body_bytes), (5, 3));
+        assert_eq!(
+            (e.request_end_ns, e.response_start_ns, e.response_end_ns),
+            (4, 5, 6)
+        );
+    }
+
+    #[test]
+    fn connection_close_body_ends_at_close() {
+        let out = run(
+            SERVER,
+            &[
+                (IN, 1, b"GET / HTTP/1.0\r\n\r\n", 0),
+                (OUT, 2, b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n<html>", 0),
+                (OUT, 3, b"</html>", 0),
+            ],
+            true,
+        );
+        assert_eq!(out.exchanges.len(), 1);
+        assert_eq!(out.exchanges[0].response_body_bytes, 13);
+        assert_eq!(out.exchanges[0].response_end_ns, 3);
+    }
+
+    #[test]
+    fn large_truncated_bodies_keep_exact_sizes() {
+        // 1 MiB response captured as 4 KiB prefixes of each syscall.
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
+        let mut first = head.to_vec();
+        first.extend([b'x'; 4096 - 44]);
+        let out = run(
+            CLIENT,
+            &[
+                (OUT, 1, b"GET /big HTTP/1.1\r\n\r\n", 0),
+                (IN, 2, &first, 65536 - 4096),
+                (IN, 3, &[b'x'; 4096], 1_048_576 + 44 - 65536 - 4096),
+            ],
+            false,
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.exchanges[0].response_body_bytes, 1_048_576);
+        assert_eq!(out.exchanges[0].response_end_ns, 3);
+    }
+
+    #[test]
+    fn upgrade_stops_parsing() {
+        let out = run(
+            SERVER,
+            &[
+                (IN, 1, b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 0),
+                (OUT, 2, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 0),
+                (IN, 3, b"\x81\x85binary websocket frame", 0),
+                (OUT, 4, b"\x81\x05hello", 0),
+            ],
+            true,
+        );
+        assert_eq!(out.exchanges.len(), 1);
+        assert_eq!(out.exchanges[0].response.status, 101);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+    }
+
+    #[test]
+    fn bad_input_is_counted_once_per_desync_and_recovers() {
+        let out = run(
+            SERVER,
+            &[
+                (IN, 1, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 0),
+                (IN, 2, b"\xff\xfe random bytes \x00", 0),
+                (IN, 3, b"GET /ok HTTP/1.1\r\n\r\n", 0),
+                (OUT, 4, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+            ],
+            false,
+        );
+        assert_eq!(out.errors, ["invalid_head"]);
+        assert_eq!(out.exchanges.len(), 1);
+    }
+
+    #[test]
+    fn heads_cut_by_the_capture_or_the_close_are_errors_not_guesses() {
+        // A 64 KiB header line: only a 4 KiB prefix was captured.
+        let mut prefix = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        prefix.extend([b'a'; 4000]);
+        let out = run(SERVER, &[(IN, 1, &prefix, 60_000)], false);
+        assert_eq!(out.errors, ["truncated_head"]);
+        assert!(out.exchanges.is_empty());
+        let out = run(SERVER, &[(IN, 1, b"GET / HTTP/1.1\r\nHost: a", 0)], true);
+        assert_eq!(out.errors, ["incomplete_head"]);
+    }
+
+    #[test]
+    fn role_is_sniffed_when_unknown() {
+        let out = run(
+            None,
+            &[
+                (IN, 1, b"PUT /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 0),
+                (
+                    OUT,
+                    2,
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+                    0,
+                ),
+            ],
+            false,
+        );
+        assert_eq!(out.exchanges[0].response.status, 500);
+        assert_eq!(out.exchanges[0].request_body_bytes, 2);
+        assert!(Session::detect(b"GET / HTTP/1.1"));
+        assert!(Session::detect(b"HTTP/1.1 200 OK"));
+        assert!(!Session::detect(b"\x16\x03\x01"));
+    }
+}
