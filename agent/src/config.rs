@@ -4,12 +4,14 @@
 //! `--config`, environment variables (`AGENT_*`), command-line flags. clap merges
 //! the last two; the file is layered underneath here.
 
-use std::{fs, path::PathBuf};
+use std::{fs, net::SocketAddr, path::PathBuf};
 
 use agent_common::{DEFAULT_CAPTURE_BYTES, MAX_CAPTURE_BYTES};
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+
+use crate::{export::stdout::StdoutKind, spans::sampler::Sampler};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,9 +50,29 @@ pub struct Cli {
     /// Only observe connections with this local or peer port (repeatable).
     #[arg(long = "port", env = "AGENT_PORTS", value_delimiter = ',')]
     pub ports: Vec<u16>,
-    /// Print one JSON line per connection and data event on stdout (debugging).
+    /// Print one JSON line per connection and data event on stdout (debugging);
+    /// same as adding `events` to `--stdout`.
     #[arg(long, env = "AGENT_EVENTS")]
     pub events: bool,
+    /// What to print on stdout as JSON lines: `spans`, `events`, or `off`
+    /// (default: spans when no OTLP endpoint is configured, else off).
+    #[arg(long, env = "AGENT_STDOUT", value_delimiter = ',')]
+    pub stdout: Vec<String>,
+    /// Prometheus scrape endpoint address, or `off`.
+    #[arg(long, env = "AGENT_PROMETHEUS_LISTEN")]
+    pub prometheus_listen: Option<String>,
+    /// Spans at least this slow are always kept by the sampler (ms).
+    #[arg(long, env = "AGENT_SLOW_THRESHOLD_MS")]
+    pub slow_threshold_ms: Option<u64>,
+    /// Route patterns such as `/users/{id}/orders` (win over inferred routes).
+    #[arg(long = "route", env = "AGENT_ROUTES", value_delimiter = ',')]
+    pub routes: Vec<String>,
+    /// Distinct routes per service before the overflow route is used.
+    #[arg(long, env = "AGENT_MAX_ROUTES")]
+    pub max_routes: Option<usize>,
+    /// Series per metric before the overflow series is used.
+    #[arg(long, env = "AGENT_MAX_SERIES")]
+    pub max_series: Option<usize>,
     /// Payload bytes captured per syscall (at most 8192).
     #[arg(long, env = "AGENT_CAPTURE_BYTES")]
     pub capture_bytes: Option<u32>,
@@ -93,6 +115,14 @@ pub struct FileConfig {
     #[serde(default)]
     pub ports: Vec<u16>,
     pub events: Option<bool>,
+    #[serde(default)]
+    pub stdout: Vec<String>,
+    pub prometheus_listen: Option<String>,
+    pub slow_threshold_ms: Option<u64>,
+    #[serde(default)]
+    pub routes: Vec<String>,
+    pub max_routes: Option<usize>,
+    pub max_series: Option<usize>,
     pub capture_bytes: Option<u32>,
     pub ring_buffer_per_cpu_kib: Option<u32>,
     pub ring_buffer_budget_mib: Option<u32>,
@@ -105,7 +135,7 @@ pub struct FileConfig {
 }
 
 /// Resolved settings the agent runs with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub log_format: LogFormat,
     pub log: String,
@@ -113,6 +143,16 @@ pub struct Settings {
     pub exes: Vec<String>,
     pub ports: Vec<u16>,
     pub events: bool,
+    /// Print spans as JSON lines on stdout.
+    pub stdout_spans: bool,
+    /// `None`: no Prometheus endpoint.
+    pub prometheus_listen: Option<SocketAddr>,
+    pub slow_threshold_ms: u64,
+    pub routes: Vec<String>,
+    pub max_routes: usize,
+    pub max_series: usize,
+    /// From `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: Sampler,
     pub capture_bytes: u32,
     pub ring_buffer_per_cpu_kib: u32,
     pub ring_buffer_budget_mib: u32,
@@ -133,6 +173,13 @@ impl Default for Settings {
             exes: Vec::new(),
             ports: Vec::new(),
             events: false,
+            stdout_spans: false,
+            prometheus_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            slow_threshold_ms: 500,
+            routes: Vec::new(),
+            max_routes: 200,
+            max_series: 2000,
+            sampler: Sampler::default(),
             capture_bytes: DEFAULT_CAPTURE_BYTES,
             ring_buffer_per_cpu_kib: 1024,
             ring_buffer_budget_mib: 64,
@@ -144,6 +191,23 @@ impl Default for Settings {
             event_queue: 16384,
         }
     }
+}
+
+/// `--stdout` values; `None` when not given (the default depends on OTLP).
+fn parse_stdout(values: &[String]) -> anyhow::Result<Option<Vec<StdoutKind>>> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut kinds = Vec::new();
+    for v in values {
+        match v.trim() {
+            "off" | "none" => {}
+            "spans" => kinds.push(StdoutKind::Spans),
+            "events" => kinds.push(StdoutKind::Events),
+            other => bail!("--stdout {other:?}: expected spans, events or off"),
+        }
+    }
+    Ok(Some(kinds))
 }
 
 /// Lists given on the command line replace the file's; an empty one keeps it.
@@ -167,7 +231,39 @@ impl Settings {
     }
 
     pub fn merge(cli: Cli, file: FileConfig) -> anyhow::Result<Settings> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let d = Settings::default();
+        let stdout = parse_stdout(&pick_list(cli.stdout.clone(), file.stdout.clone()))?;
+        let otlp = env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+        let stdout_spans = match &stdout {
+            Some(kinds) => kinds.contains(&StdoutKind::Spans),
+            None => !otlp,
+        };
+        let stdout_events = stdout
+            .as_ref()
+            .is_some_and(|k| k.contains(&StdoutKind::Events));
+        let prometheus_listen =
+            match cli
+                .prometheus_listen
+                .clone()
+                .or(file.prometheus_listen.clone())
+            {
+                None => d.prometheus_listen,
+                Some(v) if v.trim() == "off" => None,
+                Some(v) => Some(v.trim().parse().with_context(|| {
+                    format!("--prometheus-listen {v:?}: not an address or `off`")
+                })?),
+            };
+        let slow_threshold_ms = cli
+            .slow_threshold_ms
+            .or(file.slow_threshold_ms)
+            .unwrap_or(d.slow_threshold_ms);
+        let sampler = Sampler::from_env(
+            env("OTEL_TRACES_SAMPLER").as_deref(),
+            env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+            slow_threshold_ms * 1_000_000,
+        )?;
         // A flag or variable, else the file, else the default.
         macro_rules! pick {
             ($field:ident) => {
@@ -180,7 +276,14 @@ impl Settings {
             pids: pick_list(cli.pids, file.pids),
             exes: pick_list(cli.exes, file.exes),
             ports: pick_list(cli.ports, file.ports),
-            events: cli.events || file.events.unwrap_or(d.events),
+            events: cli.events || file.events.unwrap_or(d.events) || stdout_events,
+            stdout_spans,
+            prometheus_listen,
+            slow_threshold_ms,
+            routes: pick_list(cli.routes, file.routes),
+            max_routes: pick!(max_routes),
+            max_series: pick!(max_series),
+            sampler,
             capture_bytes: pick!(capture_bytes),
             ring_buffer_per_cpu_kib: pick!(ring_buffer_per_cpu_kib),
             ring_buffer_budget_mib: pick!(ring_buffer_budget_mib),
@@ -214,6 +317,8 @@ impl Settings {
             ("stream_buffer_bytes", self.stream_buffer_bytes),
             ("stream_budget_mib", self.stream_budget_mib),
             ("event_queue", self.event_queue),
+            ("max_routes", self.max_routes),
+            ("max_series", self.max_series),
         ] {
             if value == 0 {
                 bail!("{name} must be greater than 0");

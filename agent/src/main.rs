@@ -61,7 +61,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let handle = agent::start(&settings, None).await?;
+    let handle = agent::start(&settings, agent::Taps::default()).await?;
     let attached = handle.attached.iter().filter(|r| r.error.is_none()).count();
     tracing::info!(
         attached,

@@ -5,7 +5,6 @@
 //! `try_send`, and what does not fit is dropped and counted in [`SelfMetrics`].
 
 use std::{
-    io::{BufWriter, Write as _},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -27,9 +26,12 @@ use crate::{
         resolver::{self, Resolution, Resolver},
         tcp_tuples::TcpTuples,
     },
+    export::{prometheus_server, stdout::JsonLines},
     filter::Filter,
+    flows::{Tracker, TrackerSettings},
     observed::Observed,
     self_metrics::{SelfMetrics, Snapshot},
+    spans::Span,
 };
 
 /// How long [`AgentHandle::stop`] waits for the tasks to flush.
@@ -45,6 +47,8 @@ pub struct AgentHandle {
     metrics: Arc<SelfMetrics>,
     /// The attach result of every program.
     pub attached: Vec<AttachResult>,
+    /// Where the Prometheus endpoint listens, if enabled.
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 /// The capture behind its lock; a panicked holder cannot leave it inconsistent
@@ -80,17 +84,51 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     }
 }
 
+/// Library consumers' copies of what the pipeline produces (tests, embedding).
+/// Bounded: a consumer that falls behind loses items, counted.
+#[derive(Default)]
+pub struct Taps {
+    pub events: Option<mpsc::Sender<Observed>>,
+    pub spans: Option<mpsc::Sender<Span>>,
+}
+
 /// Loads and attaches the kernel programs, registers the sockets already open and
-/// starts the pipeline. Events go to stdout with `settings.events` and to `tap`.
-pub async fn start(
-    settings: &Settings,
-    tap: Option<mpsc::Sender<Observed>>,
-) -> anyhow::Result<AgentHandle> {
+/// starts the pipeline and the outputs the settings ask for.
+pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandle> {
     let own_tgid = std::process::id();
     let (capture, ring, attached) = Capture::start(settings, own_tgid)?;
     let capture = Arc::new(Mutex::new(capture));
     let metrics = Arc::new(SelfMetrics::default());
     SelfMetrics::set(&metrics.queue_capacity, settings.event_queue as u64);
+
+    let tracker = Tracker::new(
+        &TrackerSettings {
+            sampler: settings.sampler.clone(),
+            route_patterns: settings.routes.clone(),
+            max_routes: settings.max_routes,
+            max_series: settings.max_series,
+        },
+        Arc::clone(&metrics),
+    );
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let prometheus = match settings.prometheus_listen {
+        Some(addr) => {
+            let (http, self_metrics, capture) = (
+                Arc::clone(&tracker.metrics),
+                Arc::clone(&metrics),
+                Arc::clone(&capture),
+            );
+            let render: prometheus_server::Render = Arc::new(move || {
+                let snapshot = self_metrics.snapshot(locked(&capture).losses());
+                let http = http.lock().unwrap_or_else(PoisonError::into_inner);
+                crate::metrics::prometheus::render(&http, &snapshot)
+            });
+            let bound = prometheus_server::serve(addr, render, shutdown_rx.clone()).await?;
+            tracing::info!(address = %bound, "Prometheus metrics at http://{bound}/metrics");
+            Some(bound)
+        }
+        None => None,
+    };
 
     let (resolved_tx, resolved_rx) = mpsc::channel(RESOLVER_QUEUE);
     let mut processor = Processor {
@@ -105,9 +143,12 @@ pub async fn start(
         capture: Arc::clone(&capture),
         metrics: Arc::clone(&metrics),
         clock: WallClock::new(),
-        tap,
-        stdout: settings.events.then(|| BufWriter::new(std::io::stdout())),
+        taps,
+        stdout_events: settings.events,
+        stdout_spans: settings.stdout_spans,
+        stdout: (settings.events || settings.stdout_spans).then(JsonLines::default),
         tcp: TcpTuples::default(),
+        tracker,
     };
 
     // Attached first, scanned second: a connection opened in between is seen by
@@ -120,7 +161,6 @@ pub async fn start(
     );
     processor.flush();
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(settings.event_queue);
     let reader_metrics = Arc::clone(&metrics);
     let poll = Duration::from_millis(settings.ring_buffer_poll_ms);
@@ -136,6 +176,7 @@ pub async fn start(
         capture,
         metrics,
         attached,
+        prometheus,
     })
 }
 
@@ -146,8 +187,11 @@ struct Processor {
     capture: Arc<Mutex<Capture>>,
     metrics: Arc<SelfMetrics>,
     clock: WallClock,
-    tap: Option<mpsc::Sender<Observed>>,
-    stdout: Option<BufWriter<std::io::Stdout>>,
+    taps: Taps,
+    stdout_events: bool,
+    stdout_spans: bool,
+    stdout: Option<JsonLines>,
+    tracker: Tracker,
     /// Joins TCP state changes to connections (local addresses).
     tcp: TcpTuples,
 }
@@ -239,19 +283,51 @@ impl Processor {
                 SelfMetrics::add(&self.metrics.dropped_resolver_full, 1);
             }
         }
-        let conn = match &applied.closed {
-            Some(conn) => Some(conn),
-            None => self.table.get(&key),
-        };
-        if !self
+        let mut closed = applied.closed;
+        let conn = closed.as_ref().or_else(|| self.table.get(&key));
+        let allowed = self
             .filter
-            .ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local))
-        {
+            .ports_allowed(conn.and_then(|c| c.peer), conn.and_then(|c| c.local));
+        if !allowed {
             SelfMetrics::add(&self.metrics.events_filtered, 1);
+            if let Some(direction) = event.direction {
+                // Not ours: the bytes are not kept for parsers either.
+                drop(self.table.take_chunks(&key, direction));
+            }
             return;
         }
-        let observed = Observed::new(event, conn, &self.clock);
-        self.emit(observed);
+        // Protocol parsing: spans come out of here.
+        let mut spans = Vec::new();
+        if let Some(direction) = event.direction {
+            let chunks = self.table.take_chunks(&key, direction);
+            if let Some(conn) = self.table.get_mut(&key) {
+                self.tracker
+                    .on_data(conn, direction, chunks, event.tid, &mut spans);
+            }
+        } else if let Some(conn) = &mut closed {
+            self.tracker.on_close(conn, event.tid, &mut spans);
+        }
+        if self.stdout_events || self.taps.events.is_some() {
+            let conn = closed.as_ref().or_else(|| self.table.get(&key));
+            let observed = Observed::new(event, conn, &self.clock);
+            self.emit(observed);
+        }
+        for span in spans {
+            self.emit_span(span);
+        }
+    }
+
+    fn emit_span(&mut self, span: Span) {
+        if self.stdout_spans
+            && let Some(out) = &mut self.stdout
+        {
+            out.write(&span);
+        }
+        if let Some(tap) = &self.taps.spans
+            && tap.try_send(span).is_err()
+        {
+            SelfMetrics::add(&self.metrics.dropped_span_queue_full, 1);
+        }
     }
 
     fn set_tcp_local(&mut self, key: ConnKey, local: std::net::SocketAddr) {
@@ -262,12 +338,12 @@ impl Processor {
     }
 
     fn emit(&mut self, observed: Observed) {
-        if let Some(out) = &mut self.stdout
-            && let Err(error) = observed.write_json_line(out)
+        if self.stdout_events
+            && let Some(out) = &mut self.stdout
         {
-            tracing::warn!(%error, "writing event to stdout");
+            out.write(&observed);
         }
-        if let Some(tap) = &self.tap
+        if let Some(tap) = &self.taps.events
             && tap.try_send(observed).is_err()
         {
             SelfMetrics::add(&self.metrics.dropped_tap_full, 1);
@@ -276,7 +352,7 @@ impl Processor {
 
     fn flush(&mut self) {
         if let Some(out) = &mut self.stdout {
-            let _ = out.flush();
+            out.flush();
         }
     }
 

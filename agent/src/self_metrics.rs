@@ -2,7 +2,13 @@
 //! its queues and tables are. Kept from the first event on, so that any gap in the
 //! data has a number next to it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use serde::Serialize;
 
@@ -37,6 +43,16 @@ pub struct SelfMetrics {
     pub queue_len: AtomicU64,
     /// Gauge: capacity of that queue.
     pub queue_capacity: AtomicU64,
+    /// Spans dropped because an output queue was full.
+    pub dropped_span_queue_full: AtomicU64,
+    /// Spans kept by the sampler.
+    pub spans_kept: AtomicU64,
+    /// Spans dropped by the sampler.
+    pub spans_sampled_out: AtomicU64,
+    /// Requests given the overflow route.
+    pub routes_overflowed: AtomicU64,
+    /// Parse errors by (protocol, reason).
+    parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl SelfMetrics {
@@ -46,6 +62,15 @@ impl SelfMetrics {
 
     pub fn set(gauge: &AtomicU64, n: u64) {
         gauge.store(n, Ordering::Relaxed);
+    }
+
+    pub fn parse_error(&self, protocol: &'static str, reason: &'static str) {
+        *self
+            .parse_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((protocol, reason))
+            .or_default() += 1;
     }
 
     pub fn snapshot(&self, kernel_losses: Vec<(&'static str, u64)>) -> Snapshot {
@@ -65,6 +90,17 @@ impl SelfMetrics {
             stream_bytes_buffered: get(&self.stream_bytes_buffered),
             queue_len: get(&self.queue_len),
             queue_capacity: get(&self.queue_capacity),
+            dropped_span_queue_full: get(&self.dropped_span_queue_full),
+            spans_kept: get(&self.spans_kept),
+            spans_sampled_out: get(&self.spans_sampled_out),
+            routes_overflowed: get(&self.routes_overflowed),
+            parse_errors: self
+                .parse_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .collect(),
             kernel_losses,
         }
     }
@@ -87,6 +123,12 @@ pub struct Snapshot {
     pub stream_bytes_buffered: u64,
     pub queue_len: u64,
     pub queue_capacity: u64,
+    pub dropped_span_queue_full: u64,
+    pub spans_kept: u64,
+    pub spans_sampled_out: u64,
+    pub routes_overflowed: u64,
+    /// Parse errors by (protocol, reason).
+    pub parse_errors: Vec<((&'static str, &'static str), u64)>,
     /// Per-reason kernel counters (`agent_common::Loss`), summed over CPUs.
     pub kernel_losses: Vec<(&'static str, u64)>,
 }

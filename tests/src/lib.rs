@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use agent::{AgentHandle, Observed, Settings};
+use agent::{AgentHandle, Observed, Settings, Taps, spans::Span};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -46,11 +46,13 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
-/// A running agent and the events it reports.
+/// A running agent and the events and spans it reports.
 pub struct Running {
     pub handle: AgentHandle,
     rx: mpsc::Receiver<Observed>,
     seen: Vec<Observed>,
+    spans_rx: mpsc::Receiver<Span>,
+    spans: Vec<Span>,
 }
 
 const TAP_CAPACITY: usize = 1 << 16;
@@ -58,7 +60,12 @@ const TAP_CAPACITY: usize = 1 << 16;
 impl Running {
     pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         let (tx, rx) = mpsc::channel(TAP_CAPACITY);
-        let handle = agent::start(&settings, Some(tx)).await?;
+        let (spans_tx, spans_rx) = mpsc::channel(TAP_CAPACITY);
+        let taps = Taps {
+            events: Some(tx),
+            spans: Some(spans_tx),
+        };
+        let handle = agent::start(&settings, taps).await?;
         // Every program must load and attach: a gap here is a test failure.
         for result in &handle.attached {
             anyhow::ensure!(
@@ -72,7 +79,35 @@ impl Running {
             handle,
             rx,
             seen: Vec::new(),
+            spans_rx,
+            spans: Vec::new(),
         })
+    }
+
+    /// Gathers spans of processes `pids` until `done` holds for them or the
+    /// deadline passes; returns them either way.
+    pub async fn spans_until(
+        &mut self,
+        pids: &[u32],
+        deadline: Duration,
+        done: impl Fn(&[Span]) -> bool,
+    ) -> Vec<Span> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let mine: Vec<Span> = self
+                .spans
+                .iter()
+                .filter(|s| pids.contains(&s.resource.pid))
+                .cloned()
+                .collect();
+            if done(&mine) {
+                return mine;
+            }
+            match tokio::time::timeout_at(until, self.spans_rx.recv()).await {
+                Ok(Some(span)) => self.spans.push(span),
+                Ok(None) | Err(_) => return mine,
+            }
+        }
     }
 
     /// Gathers the events of process `pid` until `done` holds for them or the
@@ -165,6 +200,8 @@ impl Traffic {
 pub fn settings() -> Settings {
     Settings {
         log: "warn".into(),
+        // Tests run in parallel: each agent picks a free port.
+        prometheus_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         ..Settings::default()
     }
 }

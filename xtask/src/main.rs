@@ -35,6 +35,15 @@ enum Task {
         #[arg(long, default_value_t = 200_000)]
         iterations: u64,
     },
+    /// Run a parser fuzz target with cargo fuzz (installed when missing).
+    Fuzz {
+        /// Target name (see agent/fuzz/fuzz_targets).
+        #[arg(default_value = "http1")]
+        target: String,
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
     /// Set up, build, check formatting and lints, and run every test.
     Test {
         /// Arguments passed to `cargo test` (e.g. a test name filter).
@@ -54,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Run { debug, args } => run(debug, &args),
         Task::Bench { iterations } => bench::run(iterations),
+        Task::Fuzz { target, seconds } => fuzz(&target, seconds),
         Task::Test { args } => test(&args),
     }
 }
@@ -111,6 +121,36 @@ fn run(debug: bool, args: &[String]) -> anyhow::Result<()> {
         sudo
     };
     cmd.args(args);
+    sh(&mut cmd)
+}
+
+/// Fuzzes `target` for `seconds`; the corpus in agent/fuzz/corpus/<target> grows
+/// with what the run finds, crashes land in agent/fuzz/artifacts/<target>.
+fn fuzz(target: &str, seconds: u64) -> anyhow::Result<()> {
+    setup::run()?;
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "fuzz",
+        "run",
+        "--fuzz-dir",
+        "agent/fuzz",
+        target,
+    ])
+    .arg(format!("agent/fuzz/corpus/{target}"))
+    .args(["--", &format!("-max_total_time={seconds}"), "-max_len=4096"]);
+    for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "CARGO"] {
+        cmd.env_remove(key);
+    }
     sh(&mut cmd)
 }
 

@@ -61,6 +61,8 @@ pub struct Conn {
     pub last_ns: u64,
     /// Indexed by [`Direction::index`].
     pub streams: [Stream; 2],
+    /// What the connection carries and its parser state.
+    pub protocol: crate::flows::Protocol,
 }
 
 impl Conn {
@@ -200,6 +202,7 @@ impl ConnTable {
             first_ns: event.ts_ns,
             last_ns: event.ts_ns,
             streams: [Stream::new(self.stream_cap), Stream::new(self.stream_cap)],
+            protocol: crate::flows::Protocol::default(),
         };
         if let Some((old_key, old)) = self.conns.push(key, conn)
             && old_key != key
@@ -210,6 +213,16 @@ impl ConnTable {
         }
         self.by_fd.insert((key.tgid, key.fd), key.conn_id);
         applied.created = true;
+    }
+
+    /// Takes the chunks buffered in one direction of a connection, for parsing.
+    pub fn take_chunks(&mut self, key: &ConnKey, direction: Direction) -> Vec<super::Chunk> {
+        let Some(conn) = self.conns.peek_mut(key) else {
+            return Vec::new();
+        };
+        let stream = &mut conn.streams[direction.index()];
+        self.buffered -= stream.buffered();
+        std::iter::from_fn(|| stream.pop()).collect()
     }
 
     pub fn remove(&mut self, key: &ConnKey) -> Option<Conn> {
@@ -266,6 +279,8 @@ mod tests {
         let conn = t.get(&key(5, 100)).unwrap();
         assert_eq!(conn.role, Role::Server);
         assert_eq!(conn.stream(Direction::Egress).total(), 3);
+        assert_eq!(t.take_chunks(&key(5, 100), Direction::Egress).len(), 1);
+        assert_eq!(t.buffered(), 0);
         let closed = t.apply(&event(EventKind::Close, 5, 100)).closed.unwrap();
         assert_eq!(closed.key, key(5, 100));
         assert!(t.is_empty());

@@ -7,4 +7,4 @@ pub mod head;
 pub mod reader;
 pub mod session;
 
-pub use session::{Exchange, Output, Session};
+pub use session::{Exchange, Output, Session, Started};

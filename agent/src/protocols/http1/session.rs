@@ -29,10 +29,23 @@ pub struct Exchange {
     pub response_body_bytes: u64,
 }
 
+/// A request whose head was just read (spans get their ids here, before the
+/// exchange ends, so requests made while serving it can name it as parent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
 /// What feeding a chunk produced.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Output {
+    /// Requests started, in order (one per exchange that will follow).
+    pub started: Vec<Started>,
     pub exchanges: Vec<Exchange>,
+    /// Oldest started requests given up without a response (the pipelining bound,
+    /// or the connection closed first), in start order.
+    pub abandoned: usize,
     /// Parse errors by reason (bytes that could not be read as HTTP/1).
     pub errors: Vec<&'static str>,
 }
@@ -76,6 +89,11 @@ impl Session {
             pending: VecDeque::new(),
             interim: false,
         }
+    }
+
+    /// The direction carrying requests, once known.
+    pub fn requests_from(&self) -> Option<Direction> {
+        self.requests_from
     }
 
     /// Whether bytes starting a connection look like HTTP/1 at all.
@@ -141,6 +159,8 @@ impl Session {
         let mut found = Vec::new();
         self.requests.close(&mut found);
         self.on_requests(found, &mut out);
+        out.abandoned += self.pending.len();
+        self.pending.clear();
         out
     }
 
@@ -153,8 +173,13 @@ impl Session {
                 } => {
                     if self.pending.len() == MAX_PENDING {
                         self.pending.pop_front();
+                        out.abandoned += 1;
                         out.errors.push("too_many_pending");
                     }
+                    out.started.push(Started {
+                        traceparent: request.headers.traceparent.clone(),
+                        tracestate: request.headers.tracestate.clone(),
+                    });
                     self.pending.push_back(Pending {
                         request,
                         start_ns,

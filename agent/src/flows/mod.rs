@@ -1,0 +1,293 @@
+//! From connection bytes to flows: protocol detection per connection, the HTTP/1
+//! session, span contexts (W3C trace context, parent by serving thread), spans,
+//! RED metrics and sampling.
+
+use std::{
+    collections::VecDeque,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use lru::LruCache;
+
+use crate::{
+    capture::Direction,
+    clock::WallClock,
+    conn::{Chunk, Conn, Role},
+    discovery::Discovery,
+    metrics::http::HttpMetrics,
+    protocols::http1::{Output, Session, Started},
+    self_metrics::SelfMetrics,
+    spans::{
+        Span, SpanContext, SpanKind,
+        context::{IdGenerator, parse_traceparent},
+        http::{HttpFlow, span},
+        route::{OVERFLOW_ROUTE, Routes, path_of},
+        sampler::Sampler,
+    },
+};
+
+/// Chunks looked at for a known protocol before a connection is given up on.
+const DETECT_CHUNKS: u8 = 16;
+/// Threads remembered as serving a request.
+const ACTIVE_THREADS: usize = 16384;
+
+/// What a connection carries, as far as the agent can tell.
+#[derive(Debug)]
+pub enum Protocol {
+    /// Not known yet; counts the chunks tried.
+    Detecting(u8),
+    Http1(Box<Http1Conn>),
+    /// Nothing the agent parses: its bytes are dropped unread.
+    Other,
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol::Detecting(0)
+    }
+}
+
+#[derive(Debug)]
+pub struct Http1Conn {
+    session: Session,
+    /// Span contexts of started requests, oldest first, with the sampled flag of
+    /// an incoming `traceparent`.
+    contexts: VecDeque<(SpanContext, Option<bool>)>,
+}
+
+/// Settings of the tracker.
+#[derive(Clone, Debug)]
+pub struct TrackerSettings {
+    pub sampler: Sampler,
+    pub route_patterns: Vec<String>,
+    pub max_routes: usize,
+    pub max_series: usize,
+}
+
+pub struct Tracker {
+    ids: IdGenerator,
+    routes: Routes,
+    discovery: Discovery,
+    /// tid → the server span that thread is serving.
+    active: LruCache<u32, SpanContext>,
+    sampler: Sampler,
+    clock: WallClock,
+    pub metrics: Arc<Mutex<HttpMetrics>>,
+    self_metrics: Arc<SelfMetrics>,
+}
+
+impl Tracker {
+    pub fn new(settings: &TrackerSettings, self_metrics: Arc<SelfMetrics>) -> Tracker {
+        Tracker {
+            ids: IdGenerator::default(),
+            routes: Routes::new(&settings.route_patterns, settings.max_routes),
+            discovery: Discovery::default(),
+            active: LruCache::new(NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN)),
+            sampler: settings.sampler.clone(),
+            clock: WallClock::new(),
+            metrics: Arc::new(Mutex::new(HttpMetrics::new(settings.max_series))),
+            self_metrics,
+        }
+    }
+
+    /// Parses `chunks` that `conn` carried in `direction` (moved by thread `tid`);
+    /// kept spans are appended to `out`.
+    pub fn on_data(
+        &mut self,
+        conn: &mut Conn,
+        direction: Direction,
+        chunks: Vec<Chunk>,
+        tid: u32,
+        out: &mut Vec<Span>,
+    ) {
+        let (peer, local, pid) = (conn.peer, conn.local, conn.key.tgid);
+        for chunk in chunks {
+            if let Protocol::Detecting(tries) = &mut conn.protocol {
+                if !Session::detect(&chunk.data) {
+                    *tries += 1;
+                    if *tries >= DETECT_CHUNKS {
+                        conn.protocol = Protocol::Other;
+                    }
+                    continue;
+                }
+                let requests_from = match conn.role {
+                    Role::Server => Some(Direction::Ingress),
+                    Role::Client => Some(Direction::Egress),
+                    Role::Unknown => None,
+                };
+                conn.protocol = Protocol::Http1(Box::new(Http1Conn {
+                    session: Session::new(requests_from),
+                    contexts: VecDeque::new(),
+                }));
+            }
+            let Protocol::Http1(http) = &mut conn.protocol else {
+                continue;
+            };
+            let output = http.session.push(direction, &chunk);
+            let view = ConnView {
+                http,
+                peer,
+                local,
+                pid,
+                comm: &conn.comm,
+            };
+            self.handle(view, tid, output, out);
+        }
+    }
+
+    /// The connection closed: finish what its close completes.
+    pub fn on_close(&mut self, conn: &mut Conn, tid: u32, out: &mut Vec<Span>) {
+        let Protocol::Http1(http) = &mut conn.protocol else {
+            return;
+        };
+        let output = http.session.close();
+        let view = ConnView {
+            http,
+            peer: conn.peer,
+            local: conn.local,
+            pid: conn.key.tgid,
+            comm: &conn.comm,
+        };
+        self.handle(view, tid, output, out);
+    }
+
+    fn handle(&mut self, conn: ConnView<'_>, tid: u32, output: Output, out: &mut Vec<Span>) {
+        let ConnView {
+            http,
+            peer,
+            local,
+            pid,
+            comm,
+        } = conn;
+        let kind = match http.session.requests_from() {
+            Some(Direction::Egress) => SpanKind::Client,
+            _ => SpanKind::Server,
+        };
+        for reason in &output.errors {
+            self.self_metrics.parse_error("http1", reason);
+        }
+        for started in &output.started {
+            let context = self.context_for(kind, tid, started);
+            http.contexts.push_back(context);
+        }
+        for _ in 0..output.abandoned {
+            http.contexts.pop_front();
+        }
+        for exchange in &output.exchanges {
+            let (context, parent_sampled) = http
+                .contexts
+                .pop_front()
+                .unwrap_or_else(|| (self.new_root(), None));
+            if kind == SpanKind::Server
+                && self
+                    .active
+                    .peek(&tid)
+                    .is_some_and(|a| a.span_id == context.span_id)
+            {
+                self.active.pop(&tid);
+            }
+            let resource = self.discovery.resource(pid, comm);
+            let route = self
+                .routes
+                .route(&resource.service_name, path_of(&exchange.request.target));
+            if route == OVERFLOW_ROUTE {
+                SelfMetrics::add(&self.self_metrics.routes_overflowed, 1);
+            }
+            let s = span(HttpFlow {
+                exchange,
+                kind,
+                peer,
+                local,
+                route: &route,
+                resource,
+                context,
+                start_ns: self.clock.unix_ns(exchange.request_start_ns),
+                end_ns: self.clock.unix_ns(exchange.response_end_ns),
+            });
+            self.metrics
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(&s);
+            if self.sampler.keep(&s, parent_sampled) {
+                SelfMetrics::add(&self.self_metrics.spans_kept, 1);
+                out.push(s);
+            } else {
+                SelfMetrics::add(&self.self_metrics.spans_sampled_out, 1);
+            }
+        }
+    }
+
+    fn new_root(&mut self) -> SpanContext {
+        SpanContext {
+            trace_id: self.ids.trace_id(),
+            span_id: self.ids.span_id(),
+            parent_span_id: None,
+            trace_flags: 1,
+            trace_state: None,
+        }
+    }
+
+    /// The span context of a request that just started on thread `tid`.
+    fn context_for(
+        &mut self,
+        kind: SpanKind,
+        tid: u32,
+        started: &Started,
+    ) -> (SpanContext, Option<bool>) {
+        let incoming = started.traceparent.as_deref().and_then(parse_traceparent);
+        let (context, sampled) = match (kind, incoming) {
+            // The caller's span is our parent.
+            (SpanKind::Server, Some(tp)) => (
+                SpanContext {
+                    trace_id: tp.trace_id,
+                    span_id: self.ids.span_id(),
+                    parent_span_id: Some(tp.parent_id),
+                    trace_flags: tp.flags,
+                    trace_state: started.tracestate.clone(),
+                },
+                Some(tp.flags & 1 == 1),
+            ),
+            // The application propagated its own context: the header's parent id
+            // is the id of this call, so the callee's server span nests under it.
+            (SpanKind::Client, Some(tp)) => (
+                SpanContext {
+                    trace_id: tp.trace_id,
+                    span_id: tp.parent_id,
+                    parent_span_id: None,
+                    trace_flags: tp.flags,
+                    trace_state: started.tracestate.clone(),
+                },
+                Some(tp.flags & 1 == 1),
+            ),
+            // A call made by a thread while it serves a request is its child.
+            (SpanKind::Client, None) => match self.active.get(&tid).cloned() {
+                Some(parent) => (
+                    SpanContext {
+                        trace_id: parent.trace_id,
+                        span_id: self.ids.span_id(),
+                        parent_span_id: Some(parent.span_id),
+                        trace_flags: parent.trace_flags,
+                        trace_state: parent.trace_state,
+                    },
+                    None,
+                ),
+                None => (self.new_root(), None),
+            },
+            (SpanKind::Server, None) => (self.new_root(), None),
+        };
+        if kind == SpanKind::Server {
+            self.active.put(tid, context.clone());
+        }
+        (context, sampled)
+    }
+}
+
+/// The parts of a connection `handle` needs, borrowed apart from its streams.
+struct ConnView<'a> {
+    http: &'a mut Http1Conn,
+    peer: Option<std::net::SocketAddr>,
+    local: Option<std::net::SocketAddr>,
+    pid: u32,
+    comm: &'a str,
+}

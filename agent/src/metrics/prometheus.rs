@@ -1,0 +1,312 @@
+//! Prometheus text exposition (format 0.0.4) of the RED metrics and the agent's
+//! self-metrics. Names follow the OpenTelemetry → Prometheus translation: dots
+//! become underscores, the unit is appended (`_seconds`, `_bytes`), counters end
+//! in `_total`. The output passes `promtool check metrics` (tested).
+
+use std::fmt::Write as _;
+
+use super::{HistogramFamily, http::HttpMetrics};
+use crate::self_metrics::Snapshot;
+
+/// A Prometheus metric or label name from an OTel name.
+pub fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn unit_suffix(unit: &str) -> &'static str {
+    match unit {
+        "s" => "_seconds",
+        "By" => "_bytes",
+        _ => "",
+    }
+}
+
+fn label_set(labels: &[(&'static str, String)], extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{}\"", escape(v)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+fn format_bound(b: f64) -> String {
+    // Prometheus clients print bounds like Go's strconv: 0.005, 1, 2.5.
+    let s = format!("{b}");
+    if s.contains('.') || s.contains('e') {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+fn histogram(out: &mut String, family: &HistogramFamily) {
+    let name = format!("{}{}", sanitize(family.name), unit_suffix(family.unit));
+    let _ = writeln!(out, "# HELP {name} {}", family.help);
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, h) in &family.series {
+        let mut cumulative = 0;
+        for (i, bound) in family.bounds.iter().enumerate() {
+            cumulative += h.counts[i];
+            let le = format_bound(*bound);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {cumulative}",
+                label_set(labels, Some(("le", &le)))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {}",
+            label_set(labels, Some(("le", "+Inf"))),
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{} {}", label_set(labels, None), h.sum);
+        let _ = writeln!(out, "{name}_count{} {}", label_set(labels, None), h.count);
+    }
+}
+
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn one(value: u64) -> Vec<(String, u64)> {
+    vec![(String::new(), value)]
+}
+
+fn by(label: &str, values: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
+    values
+        .into_iter()
+        .map(|(v, n)| (format!("{{{label}=\"{}\"}}", escape(&v)), n))
+        .collect()
+}
+
+/// Resident set size of the agent, from `/proc/self/statm`.
+pub fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// The whole exposition.
+pub fn render(http: &HttpMetrics, s: &Snapshot) -> String {
+    let mut out = String::new();
+    for family in http.families() {
+        histogram(&mut out, family);
+    }
+    scalar(
+        &mut out,
+        "agent_events_received_total",
+        "counter",
+        "Records read from the kernel ring buffer.",
+        &one(s.events_received),
+    );
+    scalar(
+        &mut out,
+        "agent_payload_captured_bytes_total",
+        "counter",
+        "Payload bytes captured by the kernel programs.",
+        &one(s.bytes_captured),
+    );
+    scalar(
+        &mut out,
+        "agent_payload_not_captured_bytes_total",
+        "counter",
+        "Payload bytes moved by traced syscalls beyond the capture cap.",
+        &one(s.bytes_not_captured),
+    );
+    let mut dropped: Vec<(String, u64)> = s
+        .kernel_losses
+        .iter()
+        .map(|(r, n)| (format!("kernel_{r}"), *n))
+        .collect();
+    dropped.push(("queue_full".into(), s.dropped_queue_full));
+    dropped.push(("tap_full".into(), s.dropped_tap_full));
+    dropped.push(("resolver_full".into(), s.dropped_resolver_full));
+    dropped.push(("span_queue_full".into(), s.dropped_span_queue_full));
+    scalar(
+        &mut out,
+        "agent_events_dropped_total",
+        "counter",
+        "Events or data lost, by reason.",
+        &by("reason", dropped),
+    );
+    scalar(
+        &mut out,
+        "agent_decode_errors_total",
+        "counter",
+        "Kernel records that did not decode.",
+        &one(s.decode_errors),
+    );
+    scalar(
+        &mut out,
+        "agent_events_filtered_total",
+        "counter",
+        "Events excluded by --pid/--exe/--port.",
+        &one(s.events_filtered),
+    );
+    let parse: Vec<(String, u64)> = s
+        .parse_errors
+        .iter()
+        .map(|((protocol, reason), n)| {
+            (
+                format!("{{protocol=\"{protocol}\",reason=\"{reason}\"}}"),
+                *n,
+            )
+        })
+        .collect();
+    scalar(
+        &mut out,
+        "agent_parse_errors_total",
+        "counter",
+        "Bytes that could not be parsed, by protocol and reason.",
+        &parse,
+    );
+    scalar(
+        &mut out,
+        "agent_spans_total",
+        "counter",
+        "Spans produced, by outcome.",
+        &by(
+            "outcome",
+            [
+                ("kept".to_string(), s.spans_kept),
+                ("sampled_out".to_string(), s.spans_sampled_out),
+            ],
+        ),
+    );
+    scalar(
+        &mut out,
+        "agent_connections_tracked",
+        "gauge",
+        "Connections in the connection table.",
+        &one(s.connections_tracked),
+    );
+    scalar(
+        &mut out,
+        "agent_connections_evicted_total",
+        "counter",
+        "Connections evicted from the full table.",
+        &one(s.connections_evicted),
+    );
+    scalar(
+        &mut out,
+        "agent_stream_buffered_bytes",
+        "gauge",
+        "Bytes held for protocol parsers.",
+        &one(s.stream_bytes_buffered),
+    );
+    scalar(
+        &mut out,
+        "agent_stream_dropped_bytes_total",
+        "counter",
+        "Bytes dropped from full stream buffers.",
+        &one(s.stream_bytes_dropped),
+    );
+    scalar(
+        &mut out,
+        "agent_queue_length",
+        "gauge",
+        "Events waiting between the ring buffer reader and the processor.",
+        &one(s.queue_len),
+    );
+    scalar(
+        &mut out,
+        "agent_queue_capacity",
+        "gauge",
+        "Capacity of that queue.",
+        &one(s.queue_capacity),
+    );
+    scalar(
+        &mut out,
+        "agent_routes_overflowed_total",
+        "counter",
+        "Requests given the overflow route (per-service route budget).",
+        &one(s.routes_overflowed),
+    );
+    scalar(
+        &mut out,
+        "agent_resident_memory_bytes",
+        "gauge",
+        "Resident set size of the agent.",
+        &one(resident_bytes()),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_values_are_sanitized_and_escaped() {
+        assert_eq!(
+            sanitize("http.server.request.duration"),
+            "http_server_request_duration"
+        );
+        assert_eq!(sanitize("9lives"), "_9lives");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(format_bound(1.0), "1.0");
+        assert_eq!(format_bound(0.005), "0.005");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf_sum_and_count() {
+        let mut http = HttpMetrics::new(100);
+        http.server_duration
+            .record(vec![("http.route", "/a".into())], 0.003);
+        http.server_duration
+            .record(vec![("http.route", "/a".into())], 0.2);
+        let text = render(&http, &Snapshot::default());
+        assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
+        assert!(text.contains(
+            "http_server_request_duration_seconds_bucket{http_route=\"/a\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "http_server_request_duration_seconds_bucket{http_route=\"/a\",le=\"0.25\"} 2"
+        ));
+        assert!(text.contains(
+            "http_server_request_duration_seconds_bucket{http_route=\"/a\",le=\"+Inf\"} 2"
+        ));
+        assert!(text.contains("http_server_request_duration_seconds_count{http_route=\"/a\"} 2"));
+        assert!(text.contains("agent_events_dropped_total{reason=\"queue_full\"} 0"));
+    }
+}

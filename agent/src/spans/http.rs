@@ -1,0 +1,314 @@
+//! HTTP exchanges as spans, following the stable HTTP semantic conventions
+//! (<https://opentelemetry.io/docs/specs/semconv/http/http-spans/>).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use super::{Span, SpanContext, SpanKind, Status, Value, route::path_of};
+use crate::{discovery::Resource, protocols::http1::Exchange};
+
+const KNOWN_METHODS: [&str; 9] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
+
+/// `http.request.method`: known methods as is, anything else `_OTHER`.
+pub fn method(raw: &str) -> &str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == raw)
+        .copied()
+        .unwrap_or("_OTHER")
+}
+
+/// One finished HTTP exchange with what the agent knows around it.
+pub struct HttpFlow<'a> {
+    pub exchange: &'a Exchange,
+    pub kind: SpanKind,
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    /// Templated route (see `route`).
+    pub route: &'a str,
+    pub resource: Arc<Resource>,
+    pub context: SpanContext,
+    /// Unix ns of the span's start and end.
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// Host and port from a `Host` header.
+fn split_host(host: &str) -> (String, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        let (ip, after) = rest.split_once(']').unwrap_or((rest, ""));
+        return (
+            ip.to_string(),
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        );
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h.to_string(), p.parse().ok()),
+        _ => (host.to_string(), None),
+    }
+}
+
+/// `error.type` and span status: 5xx on servers, 4xx and 5xx on clients.
+pub fn error_type(kind: SpanKind, status: u16) -> Option<String> {
+    let error = match kind {
+        SpanKind::Server => status >= 500,
+        SpanKind::Client => status >= 400,
+    };
+    error.then(|| status.to_string())
+}
+
+pub fn span(flow: HttpFlow<'_>) -> Span {
+    let e = flow.exchange;
+    let req = &e.request;
+    let method = method(&req.method);
+    let path = path_of(&req.target);
+    let version = if req.minor_version == 0 { "1.0" } else { "1.1" };
+    let (host, host_port) = req.headers.host.as_deref().map(split_host).unzip();
+    let host_port = host_port.flatten();
+    let mut attrs: Vec<(&'static str, Value)> = vec![
+        ("http.request.method", Value::Str(method.to_string())),
+        (
+            "http.response.status_code",
+            Value::Int(i64::from(e.response.status)),
+        ),
+        ("url.scheme", Value::Str("http".into())),
+        ("network.protocol.version", Value::Str(version.into())),
+        ("http.route", Value::Str(flow.route.to_string())),
+    ];
+    if method == "_OTHER" {
+        attrs.push((
+            "http.request.method_original",
+            Value::Str(req.method.clone()),
+        ));
+    }
+    if let Some(peer) = flow.peer {
+        attrs.push(("network.peer.address", Value::Str(peer.ip().to_string())));
+        attrs.push(("network.peer.port", Value::Int(i64::from(peer.port()))));
+    }
+    match flow.kind {
+        SpanKind::Server => {
+            attrs.push(("url.path", Value::Str(path.to_string())));
+            let server_port = host_port.or(flow.local.map(|l| l.port()));
+            if let Some(host) = &host {
+                attrs.push(("server.address", Value::Str(host.clone())));
+            } else if let Some(local) = flow.local {
+                attrs.push(("server.address", Value::Str(local.ip().to_string())));
+            }
+            if let Some(port) = server_port {
+                attrs.push(("server.port", Value::Int(i64::from(port))));
+            }
+            if let Some(peer) = flow.peer {
+                attrs.push(("client.address", Value::Str(peer.ip().to_string())));
+            }
+        }
+        SpanKind::Client => {
+            let server = host
+                .clone()
+                .or(flow.peer.map(|p| p.ip().to_string()))
+                .unwrap_or_default();
+            let port = host_port.or(flow.peer.map(|p| p.port()));
+            let authority = match port {
+                Some(80) | None => server.clone(),
+                Some(p) if server.contains(':') => format!("[{server}]:{p}"),
+                Some(p) => format!("{server}:{p}"),
+            };
+            attrs.push(("url.full", Value::Str(format!("http://{authority}{path}"))));
+            attrs.push(("server.address", Value::Str(server)));
+            if let Some(port) = port {
+                attrs.push(("server.port", Value::Int(i64::from(port))));
+            }
+        }
+    }
+    if let Some(ua) = &req.headers.user_agent {
+        attrs.push(("user_agent.original", Value::Str(ua.clone())));
+    }
+    attrs.push((
+        "http.request.body.size",
+        Value::Int(e.request_body_bytes as i64),
+    ));
+    attrs.push((
+        "http.response.body.size",
+        Value::Int(e.response_body_bytes as i64),
+    ));
+    let error = error_type(flow.kind, e.response.status);
+    if let Some(error) = &error {
+        attrs.push(("error.type", Value::Str(error.clone())));
+    }
+    let name = if flow.route.is_empty() || method == "_OTHER" {
+        if method == "_OTHER" {
+            "HTTP".to_string()
+        } else {
+            method.to_string()
+        }
+    } else {
+        format!("{method} {}", flow.route)
+    };
+    Span {
+        trace_id: flow.context.trace_id,
+        span_id: flow.context.span_id,
+        parent_span_id: flow.context.parent_span_id,
+        trace_state: flow.context.trace_state,
+        name,
+        kind: flow.kind,
+        start_time_unix_nano: flow.start_ns,
+        end_time_unix_nano: flow.end_ns,
+        attributes: attrs,
+        status: if error.is_some() {
+            Status::Error
+        } else {
+            Status::Unset
+        },
+        resource: flow.resource,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::http1::head::{Headers, Request, Response};
+
+    fn exchange(method: &str, target: &str, status: u16, host: Option<&str>) -> Exchange {
+        Exchange {
+            request: Request {
+                method: method.into(),
+                target: target.into(),
+                minor_version: 1,
+                headers: Headers {
+                    host: host.map(str::to_string),
+                    user_agent: Some("curl/8".into()),
+                    ..Headers::default()
+                },
+                head_len: 0,
+            },
+            response: Response {
+                status,
+                minor_version: 1,
+                headers: Headers::default(),
+                head_len: 0,
+            },
+            request_start_ns: 0,
+            request_end_ns: 1,
+            response_start_ns: 2,
+            response_end_ns: 3,
+            request_body_bytes: 5,
+            response_body_bytes: 7,
+        }
+    }
+
+    fn resource() -> Arc<Resource> {
+        Arc::new(Resource {
+            service_name: "svc".into(),
+            service_instance_id: "h:1:2".into(),
+            pid: 1,
+            executable_name: "svc".into(),
+            executable_path: "/bin/svc".into(),
+            container_id: None,
+            host_name: "h".into(),
+            host_arch: "amd64",
+        })
+    }
+
+    fn flow<'a>(e: &'a Exchange, kind: SpanKind, route: &'a str) -> HttpFlow<'a> {
+        HttpFlow {
+            exchange: e,
+            kind,
+            peer: Some("10.0.0.9:40000".parse().unwrap()),
+            local: Some("10.0.0.1:8080".parse().unwrap()),
+            route,
+            resource: resource(),
+            context: SpanContext {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                parent_span_id: None,
+                trace_flags: 1,
+                trace_state: None,
+            },
+            start_ns: 100,
+            end_ns: 200,
+        }
+    }
+
+    fn s(v: &str) -> Option<Value> {
+        Some(Value::Str(v.into()))
+    }
+
+    #[test]
+    fn server_span_attributes_follow_semconv() {
+        let e = exchange(
+            "GET",
+            "/users/42?token=secret",
+            503,
+            Some("api.example.com:8080"),
+        );
+        let span = span(flow(&e, SpanKind::Server, "/users/{id}"));
+        assert_eq!(span.name, "GET /users/{id}");
+        assert_eq!(span.kind, SpanKind::Server);
+        assert_eq!(span.status, Status::Error);
+        assert_eq!(span.attribute("url.path").cloned(), s("/users/42"));
+        assert_eq!(
+            span.attribute("server.address").cloned(),
+            s("api.example.com")
+        );
+        assert_eq!(
+            span.attribute("server.port").cloned(),
+            Some(Value::Int(8080))
+        );
+        assert_eq!(span.attribute("client.address").cloned(), s("10.0.0.9"));
+        assert_eq!(span.attribute("error.type").cloned(), s("503"));
+        assert_eq!(
+            span.attribute("http.request.body.size").cloned(),
+            Some(Value::Int(5))
+        );
+        assert_eq!(span.attribute("user_agent.original").cloned(), s("curl/8"));
+        let json = serde_json::to_string(&span).unwrap();
+        assert!(
+            !json.contains("secret"),
+            "query strings never leave the host: {json}"
+        );
+    }
+
+    #[test]
+    fn client_span_has_url_without_query_and_client_error_status() {
+        let e = exchange("POST", "/v1/orders?debug=1", 404, None);
+        let span = span(flow(&e, SpanKind::Client, "/v1/orders"));
+        assert_eq!(
+            span.attribute("url.full").cloned(),
+            s("http://10.0.0.9:40000/v1/orders")
+        );
+        assert_eq!(span.attribute("server.address").cloned(), s("10.0.0.9"));
+        assert_eq!(
+            span.attribute("server.port").cloned(),
+            Some(Value::Int(40000))
+        );
+        assert_eq!(span.status, Status::Error);
+        // A 404 is not a server error.
+        assert_eq!(
+            super::span(flow(&e, SpanKind::Server, "/v1/orders")).status,
+            Status::Unset
+        );
+    }
+
+    #[test]
+    fn unknown_methods_are_other() {
+        let e = exchange("PROPFIND", "/dav", 207, None);
+        let span = span(flow(&e, SpanKind::Server, "/dav"));
+        assert_eq!(span.name, "HTTP");
+        assert_eq!(span.attribute("http.request.method").cloned(), s("_OTHER"));
+        assert_eq!(
+            span.attribute("http.request.method_original").cloned(),
+            s("PROPFIND")
+        );
+    }
+
+    #[test]
+    fn host_headers_split_into_address_and_port() {
+        assert_eq!(split_host("example.com"), ("example.com".into(), None));
+        assert_eq!(
+            split_host("example.com:81"),
+            ("example.com".into(), Some(81))
+        );
+        assert_eq!(split_host("[::1]:8080"), ("::1".into(), Some(8080)));
+    }
+}

@@ -1,0 +1,109 @@
+//! Spans: the agent's own model of an OpenTelemetry span, built from flows, printed
+//! as JSON lines (`--stdout spans`) and exported over OTLP.
+
+pub mod context;
+pub mod http;
+pub mod route;
+pub mod sampler;
+
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer, ser::SerializeMap};
+
+use crate::discovery::Resource;
+use context::{SpanId, TraceId, to_hex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Unset,
+    Error,
+}
+
+/// An attribute value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+}
+
+/// Where a span sits in its trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanContext {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    pub trace_flags: u8,
+    pub trace_state: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Span {
+    #[serde(serialize_with = "hex")]
+    pub trace_id: TraceId,
+    #[serde(serialize_with = "hex")]
+    pub span_id: SpanId,
+    #[serde(serialize_with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<SpanId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_state: Option<String>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    #[serde(serialize_with = "attribute_map")]
+    pub attributes: Vec<(&'static str, Value)>,
+    pub status: Status,
+    #[serde(serialize_with = "resource_map")]
+    pub resource: Arc<Resource>,
+}
+
+impl Span {
+    pub fn attribute(&self, key: &str) -> Option<&Value> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.end_time_unix_nano
+            .saturating_sub(self.start_time_unix_nano)
+    }
+}
+
+fn hex<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&to_hex(bytes))
+}
+
+fn hex_opt<S: Serializer>(bytes: &Option<SpanId>, s: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(b) => s.serialize_str(&to_hex(b)),
+        None => s.serialize_none(),
+    }
+}
+
+fn attribute_map<S: Serializer>(attrs: &[(&'static str, Value)], s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(attrs.len()))?;
+    for (k, v) in attrs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+fn resource_map<S: Serializer>(resource: &Arc<Resource>, s: S) -> Result<S::Ok, S::Error> {
+    let attrs = resource.attributes();
+    let mut map = s.serialize_map(Some(attrs.len()))?;
+    for (k, v) in &attrs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
