@@ -28,7 +28,7 @@ pub enum Status {
 }
 
 /// An attribute value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     Str(String),
