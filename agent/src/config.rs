@@ -11,7 +11,10 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use crate::{export::stdout::StdoutKind, spans::sampler::Sampler};
+use crate::{
+    export::{otlp::OtlpSettings, stdout::StdoutKind},
+    spans::sampler::Sampler,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,6 +156,8 @@ pub struct Settings {
     pub max_series: usize,
     /// From `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: Sampler,
+    /// OTLP export, from the `OTEL_EXPORTER_OTLP_*` variables; `None`: off.
+    pub otlp: Option<OtlpSettings>,
     pub capture_bytes: u32,
     pub ring_buffer_per_cpu_kib: u32,
     pub ring_buffer_budget_mib: u32,
@@ -180,6 +185,7 @@ impl Default for Settings {
             max_routes: 200,
             max_series: 2000,
             sampler: Sampler::default(),
+            otlp: None,
             capture_bytes: DEFAULT_CAPTURE_BYTES,
             ring_buffer_per_cpu_kib: 1024,
             ring_buffer_budget_mib: 64,
@@ -234,11 +240,10 @@ impl Settings {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let d = Settings::default();
         let stdout = parse_stdout(&pick_list(cli.stdout.clone(), file.stdout.clone()))?;
-        let otlp = env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-            || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+        let otlp = OtlpSettings::from_env()?;
         let stdout_spans = match &stdout {
             Some(kinds) => kinds.contains(&StdoutKind::Spans),
-            None => !otlp,
+            None => otlp.as_ref().is_none_or(|o| o.traces.is_none()),
         };
         let stdout_events = stdout
             .as_ref()
@@ -284,6 +289,7 @@ impl Settings {
             max_routes: pick!(max_routes),
             max_series: pick!(max_series),
             sampler,
+            otlp,
             capture_bytes: pick!(capture_bytes),
             ring_buffer_per_cpu_kib: pick!(ring_buffer_per_cpu_kib),
             ring_buffer_budget_mib: pick!(ring_buffer_budget_mib),

@@ -26,7 +26,7 @@ use crate::{
         resolver::{self, Resolution, Resolver},
         tcp_tuples::TcpTuples,
     },
-    export::{prometheus_server, stdout::JsonLines},
+    export::{otlp, prometheus_server, stdout::JsonLines},
     filter::Filter,
     flows::{Tracker, TrackerSettings},
     observed::Observed,
@@ -43,6 +43,9 @@ const RESOLVER_QUEUE: usize = 4096;
 pub struct AgentHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Stopped after `tasks`, so they export what the pipeline flushed last.
+    exporters_shutdown: watch::Sender<bool>,
+    exporters: Vec<JoinHandle<()>>,
     capture: Arc<Mutex<Capture>>,
     metrics: Arc<SelfMetrics>,
     /// The attach result of every program.
@@ -74,6 +77,11 @@ impl AgentHandle {
         if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
             tracing::warn!("pipeline did not flush within {STOP_TIMEOUT:?}");
         }
+        let _ = self.exporters_shutdown.send(true);
+        let exporters = futures_join(std::mem::take(&mut self.exporters));
+        if tokio::time::timeout(STOP_TIMEOUT, exporters).await.is_err() {
+            tracing::warn!("exporters did not flush within {STOP_TIMEOUT:?}");
+        }
         self.snapshot()
     }
 }
@@ -97,10 +105,30 @@ pub struct Taps {
 pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandle> {
     let own_tgid = std::process::id();
     let (capture, ring, attached) = Capture::start(settings, own_tgid)?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (exporters_shutdown, exporters_rx) = watch::channel(false);
     let capture = Arc::new(Mutex::new(capture));
     let metrics = Arc::new(SelfMetrics::default());
     SelfMetrics::set(&metrics.queue_capacity, settings.event_queue as u64);
 
+    // OTLP: spans through a bounded queue to their exporter task; metrics
+    // recorded per service and collected by theirs.
+    let mut exporters = Vec::new();
+    let (mut otlp_spans, mut otlp_metrics) = (None, None);
+    if let Some(otlp) = &settings.otlp {
+        if let Some(protocol) = otlp.traces {
+            let (sink, task) = otlp::spawn_spans(protocol, otlp, Arc::clone(&metrics))?;
+            otlp_spans = Some(sink);
+            exporters.push(task);
+        }
+        if let Some(protocol) = otlp.metrics {
+            let (recorder, task) =
+                otlp::spawn_metrics(protocol, otlp, Arc::clone(&metrics), exporters_rx.clone())?;
+            otlp_metrics = Some(recorder);
+            exporters.push(task);
+        }
+        tracing::info!(traces = ?otlp.traces, metrics = ?otlp.metrics, "OTLP export on");
+    }
     let tracker = Tracker::new(
         &TrackerSettings {
             sampler: settings.sampler.clone(),
@@ -109,8 +137,8 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
             max_series: settings.max_series,
         },
         Arc::clone(&metrics),
+        otlp_metrics,
     );
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let prometheus = match settings.prometheus_listen {
         Some(addr) => {
             let (http, self_metrics, capture) = (
@@ -149,6 +177,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         stdout: (settings.events || settings.stdout_spans).then(JsonLines::default),
         tcp: TcpTuples::default(),
         tracker,
+        otlp_spans,
     };
 
     // Attached first, scanned second: a connection opened in between is seen by
@@ -173,6 +202,8 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     Ok(AgentHandle {
         shutdown,
         tasks: vec![reader, processor],
+        exporters_shutdown,
+        exporters,
         capture,
         metrics,
         attached,
@@ -192,6 +223,7 @@ struct Processor {
     stdout_spans: bool,
     stdout: Option<JsonLines>,
     tracker: Tracker,
+    otlp_spans: Option<otlp::SpanSink>,
     /// Joins TCP state changes to connections (local addresses).
     tcp: TcpTuples,
 }
@@ -318,6 +350,9 @@ impl Processor {
     }
 
     fn emit_span(&mut self, span: Span) {
+        if let Some(sink) = &self.otlp_spans {
+            sink.send(span.clone());
+        }
         if self.stdout_spans
             && let Some(out) = &mut self.stdout
         {

@@ -51,6 +51,13 @@ pub struct SelfMetrics {
     pub spans_sampled_out: AtomicU64,
     /// Requests given the overflow route.
     pub routes_overflowed: AtomicU64,
+    /// Spans accepted by the OTLP backend.
+    pub spans_exported: AtomicU64,
+    /// Spans dropped by the OTLP exporter (queue full while the backend is down,
+    /// or a final export failed).
+    pub spans_export_dropped: AtomicU64,
+    /// Measurements of services beyond the OTLP metrics service cap.
+    pub metrics_services_overflowed: AtomicU64,
     /// Parse errors by (protocol, reason).
     parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -94,6 +101,9 @@ impl SelfMetrics {
             spans_kept: get(&self.spans_kept),
             spans_sampled_out: get(&self.spans_sampled_out),
             routes_overflowed: get(&self.routes_overflowed),
+            spans_exported: get(&self.spans_exported),
+            spans_export_dropped: get(&self.spans_export_dropped),
+            metrics_services_overflowed: get(&self.metrics_services_overflowed),
             parse_errors: self
                 .parse_errors
                 .lock()
@@ -127,6 +137,9 @@ pub struct Snapshot {
     pub spans_kept: u64,
     pub spans_sampled_out: u64,
     pub routes_overflowed: u64,
+    pub spans_exported: u64,
+    pub spans_export_dropped: u64,
+    pub metrics_services_overflowed: u64,
     /// Parse errors by (protocol, reason).
     pub parse_errors: Vec<((&'static str, &'static str), u64)>,
     /// Per-reason kernel counters (`agent_common::Loss`), summed over CPUs.

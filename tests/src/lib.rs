@@ -2,6 +2,9 @@
 //! with the real kernel programs), runs real peers, and waits for the events they
 //! must produce — with a deadline, never a fixed sleep.
 
+pub mod otlp_receiver;
+pub mod peers;
+
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     process::{Child, ChildStdout, Command, Stdio},

@@ -3,92 +3,19 @@
 //! produce. Needs root; skips with a message otherwise.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    process::{Child, Command, Stdio},
+    io::{Read as _, Write as _},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use agent::spans::{Span, SpanKind, Status, Value, context::to_hex, sampler::Sampler};
-use e2e::{Running, privileged, settings};
+use e2e::{
+    Running,
+    peers::{PyServer, curl, python},
+    privileged, settings,
+};
 
-const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/http_server.py");
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The Python test server, killed on drop.
-struct PyServer {
-    child: Child,
-    port: u16,
-}
-
-impl PyServer {
-    fn start() -> PyServer {
-        let mut child = Command::new("python3")
-            .arg(SERVER)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 http_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        PyServer { child, port }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs curl to completion off the async runtime; returns its pid and stdout.
-async fn curl(args: Vec<String>) -> (u32, String) {
-    tokio::task::spawn_blocking(move || {
-        let child = Command::new("curl")
-            .args(["-s", "--max-time", "20"])
-            .args(&args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("curl");
-        let pid = child.id();
-        let out = child.wait_with_output().expect("curl output");
-        assert!(out.status.success(), "curl {args:?}: {}", out.status);
-        (pid, String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-    .await
-    .expect("join")
-}
-
-/// Runs a Python client snippet to completion; returns its pid.
-async fn python(code: String) -> u32 {
-    tokio::task::spawn_blocking(move || {
-        let child = Command::new("python3")
-            .arg("-c")
-            .arg(&code)
-            .spawn()
-            .expect("python3");
-        let pid = child.id();
-        let out = child.wait_with_output().expect("python output");
-        assert!(out.status.success(), "python client failed");
-        pid
-    })
-    .await
-    .expect("join")
-}
 
 fn attr<'a>(span: &'a Span, key: &str) -> &'a Value {
     span.attribute(key)

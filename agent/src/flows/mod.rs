@@ -15,6 +15,7 @@ use crate::{
     clock::WallClock,
     conn::{Chunk, Conn, Role},
     discovery::Discovery,
+    export::otlp::OtlpMetrics,
     metrics::http::HttpMetrics,
     protocols::http1::{Output, Session, Started},
     self_metrics::SelfMetrics,
@@ -74,11 +75,17 @@ pub struct Tracker {
     sampler: Sampler,
     clock: WallClock,
     pub metrics: Arc<Mutex<HttpMetrics>>,
+    /// The same measurements for OTLP, when enabled.
+    otlp_metrics: Option<Arc<OtlpMetrics>>,
     self_metrics: Arc<SelfMetrics>,
 }
 
 impl Tracker {
-    pub fn new(settings: &TrackerSettings, self_metrics: Arc<SelfMetrics>) -> Tracker {
+    pub fn new(
+        settings: &TrackerSettings,
+        self_metrics: Arc<SelfMetrics>,
+        otlp_metrics: Option<Arc<OtlpMetrics>>,
+    ) -> Tracker {
         Tracker {
             ids: IdGenerator::default(),
             routes: Routes::new(&settings.route_patterns, settings.max_routes),
@@ -87,6 +94,7 @@ impl Tracker {
             sampler: settings.sampler.clone(),
             clock: WallClock::new(),
             metrics: Arc::new(Mutex::new(HttpMetrics::new(settings.max_series))),
+            otlp_metrics,
             self_metrics,
         }
     }
@@ -209,6 +217,9 @@ impl Tracker {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .record(&s);
+            if let Some(otlp) = &self.otlp_metrics {
+                otlp.record(&s);
+            }
             if self.sampler.keep(&s, parent_sampled) {
                 SelfMetrics::add(&self.self_metrics.spans_kept, 1);
                 out.push(s);

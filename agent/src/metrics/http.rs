@@ -34,6 +34,30 @@ const CLIENT_LABELS: &[&str] = &[
     "server.port",
 ];
 
+/// Metric attributes of an HTTP span: the bounded ones, and `service.name`.
+pub fn labels(span: &Span) -> Labels {
+    let names = match span.kind {
+        SpanKind::Server => SERVER_LABELS,
+        SpanKind::Client => CLIENT_LABELS,
+    };
+    let mut labels: Labels = names
+        .iter()
+        .filter_map(|&name| {
+            span.attribute(name).map(|v| {
+                (
+                    name,
+                    match v {
+                        Value::Str(s) => s.clone(),
+                        Value::Int(i) => i.to_string(),
+                    },
+                )
+            })
+        })
+        .collect();
+    labels.push(("service.name", span.resource.service_name.clone()));
+    labels
+}
+
 impl HttpMetrics {
     pub fn new(max_series: usize) -> HttpMetrics {
         let h =
@@ -91,25 +115,7 @@ impl HttpMetrics {
 
     /// Records one HTTP span (every span, sampled or not).
     pub fn record(&mut self, span: &Span) {
-        let names = match span.kind {
-            SpanKind::Server => SERVER_LABELS,
-            SpanKind::Client => CLIENT_LABELS,
-        };
-        let mut labels: Labels = names
-            .iter()
-            .filter_map(|&name| {
-                span.attribute(name).map(|v| {
-                    (
-                        name,
-                        match v {
-                            Value::Str(s) => s.clone(),
-                            Value::Int(i) => i.to_string(),
-                        },
-                    )
-                })
-            })
-            .collect();
-        labels.push(("service.name", span.resource.service_name.clone()));
+        let labels = labels(span);
         let size = |key: &str| match span.attribute(key) {
             Some(Value::Int(n)) => *n as f64,
             _ => 0.0,

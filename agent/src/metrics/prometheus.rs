@@ -162,6 +162,11 @@ pub fn render(http: &HttpMetrics, s: &Snapshot) -> String {
     dropped.push(("tap_full".into(), s.dropped_tap_full));
     dropped.push(("resolver_full".into(), s.dropped_resolver_full));
     dropped.push(("span_queue_full".into(), s.dropped_span_queue_full));
+    dropped.push(("span_export".into(), s.spans_export_dropped));
+    dropped.push((
+        "metrics_services_overflow".into(),
+        s.metrics_services_overflowed,
+    ));
     scalar(
         &mut out,
         "agent_events_dropped_total",
@@ -210,6 +215,7 @@ pub fn render(http: &HttpMetrics, s: &Snapshot) -> String {
             [
                 ("kept".to_string(), s.spans_kept),
                 ("sampled_out".to_string(), s.spans_sampled_out),
+                ("exported".to_string(), s.spans_exported),
             ],
         ),
     );

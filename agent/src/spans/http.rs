@@ -150,6 +150,7 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
         span_id: flow.context.span_id,
         parent_span_id: flow.context.parent_span_id,
         trace_state: flow.context.trace_state,
+        trace_flags: flow.context.trace_flags,
         name,
         kind: flow.kind,
         start_time_unix_nano: flow.start_ns,

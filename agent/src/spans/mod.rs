@@ -55,6 +55,9 @@ pub struct Span {
     pub parent_span_id: Option<SpanId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_state: Option<String>,
+    /// W3C trace flags (bit 0: sampled).
+    #[serde(skip)]
+    pub trace_flags: u8,
     pub name: String,
     pub kind: SpanKind,
     pub start_time_unix_nano: u64,

@@ -101,6 +101,7 @@ mod tests {
             span_id: [1; 8],
             parent_span_id: None,
             trace_state: None,
+            trace_flags: 1,
             name: "GET".into(),
             kind: SpanKind::Server,
             start_time_unix_nano: 0,

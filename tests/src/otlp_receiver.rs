@@ -1,0 +1,199 @@
+//! An OTLP receiver for the tests, on `opentelemetry-proto`'s generated types: the
+//! tonic `TraceService`/`MetricsService` for gRPC, and `POST /v1/traces`,
+//! `/v1/metrics` decoded with prost for HTTP/protobuf. It keeps every request.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+    },
+    trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+};
+use prost::Message as _;
+use tokio::{net::TcpListener, sync::mpsc};
+
+/// What the receiver got.
+pub struct Received {
+    pub traces: mpsc::Receiver<ExportTraceServiceRequest>,
+    pub metrics: mpsc::Receiver<ExportMetricsServiceRequest>,
+}
+
+const QUEUE: usize = 4096;
+
+struct Sink {
+    traces: mpsc::Sender<ExportTraceServiceRequest>,
+    metrics: mpsc::Sender<ExportMetricsServiceRequest>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let _ = self.traces.send(request.into_inner()).await;
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let _ = self.metrics.send(request.into_inner()).await;
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+fn channels() -> (Sink, Received) {
+    let (traces, traces_rx) = mpsc::channel(QUEUE);
+    let (metrics, metrics_rx) = mpsc::channel(QUEUE);
+    (
+        Sink { traces, metrics },
+        Received {
+            traces: traces_rx,
+            metrics: metrics_rx,
+        },
+    )
+}
+
+/// A gRPC receiver on a free loopback port.
+pub async fn grpc() -> anyhow::Result<(SocketAddr, Received)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (sink, received) = channels();
+    let (traces, metrics) = (sink.traces.clone(), sink.metrics.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                TraceServiceServer::new(sink)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .add_service(
+                MetricsServiceServer::new(Sink { traces, metrics })
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok((addr, received))
+}
+
+/// An HTTP/protobuf receiver on a free loopback port.
+pub async fn http() -> anyhow::Result<(SocketAddr, Received)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (sink, received) = channels();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (traces, metrics) = (sink.traces.clone(), sink.metrics.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (traces, metrics) = (traces.clone(), metrics.clone());
+                    async move { Ok::<_, Infallible>(handle(req, traces, metrics).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, received))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    traces: mpsc::Sender<ExportTraceServiceRequest>,
+    metrics: mpsc::Sender<ExportMetricsServiceRequest>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return status(StatusCode::BAD_REQUEST),
+    };
+    let body = if gzip {
+        let mut out = Vec::new();
+        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+            .is_err()
+        {
+            return status(StatusCode::BAD_REQUEST);
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    let ok = match path.as_str() {
+        "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
+            Ok(r) => traces.send(r).await.is_ok(),
+            Err(_) => false,
+        },
+        "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
+            Ok(r) => metrics.send(r).await.is_ok(),
+            Err(_) => false,
+        },
+        _ => return status(StatusCode::NOT_FOUND),
+    };
+    status(if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    })
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
+
+impl Received {
+    /// Collects trace requests until `done` holds over them, or the deadline.
+    pub async fn traces_until(
+        &mut self,
+        deadline: Duration,
+        done: impl Fn(&[ExportTraceServiceRequest]) -> bool,
+    ) -> Vec<ExportTraceServiceRequest> {
+        let mut got = Vec::new();
+        let until = tokio::time::Instant::now() + deadline;
+        while !done(&got) {
+            match tokio::time::timeout_at(until, self.traces.recv()).await {
+                Ok(Some(r)) => got.push(r),
+                _ => break,
+            }
+        }
+        got
+    }
+
+    /// Collects metric requests until `done` holds over them, or the deadline.
+    pub async fn metrics_until(
+        &mut self,
+        deadline: Duration,
+        done: impl Fn(&[ExportMetricsServiceRequest]) -> bool,
+    ) -> Vec<ExportMetricsServiceRequest> {
+        let mut got = Vec::new();
+        let until = tokio::time::Instant::now() + deadline;
+        while !done(&got) {
+            match tokio::time::timeout_at(until, self.metrics.recv()).await {
+                Ok(Some(r)) => got.push(r),
+                _ => break,
+            }
+        }
+        got
+    }
+}
