@@ -76,6 +76,18 @@ pub struct Cli {
     /// Series per metric before the overflow series is used.
     #[arg(long, env = "AGENT_MAX_SERIES")]
     pub max_series: Option<usize>,
+    /// Put query strings in spans (`url.query`, `url.full`). Off: they may hold secrets.
+    #[arg(long, env = "AGENT_CAPTURE_QUERY")]
+    pub capture_query: bool,
+    /// Put this request/response header's value in spans (repeatable). Only
+    /// `User-Agent` is captured by default; name `authorization` or `cookie`
+    /// here only if their values may leave the host.
+    #[arg(
+        long = "capture-header",
+        env = "AGENT_CAPTURE_HEADERS",
+        value_delimiter = ','
+    )]
+    pub capture_headers: Vec<String>,
     /// Payload bytes captured per syscall (at most 8192).
     #[arg(long, env = "AGENT_CAPTURE_BYTES")]
     pub capture_bytes: Option<u32>,
@@ -126,6 +138,9 @@ pub struct FileConfig {
     pub routes: Vec<String>,
     pub max_routes: Option<usize>,
     pub max_series: Option<usize>,
+    pub capture_query: Option<bool>,
+    #[serde(default)]
+    pub capture_headers: Vec<String>,
     pub capture_bytes: Option<u32>,
     pub ring_buffer_per_cpu_kib: Option<u32>,
     pub ring_buffer_budget_mib: Option<u32>,
@@ -158,6 +173,8 @@ pub struct Settings {
     pub sampler: Sampler,
     /// OTLP export, from the `OTEL_EXPORTER_OTLP_*` variables; `None`: off.
     pub otlp: Option<OtlpSettings>,
+    pub capture_query: bool,
+    pub capture_headers: Vec<String>,
     pub capture_bytes: u32,
     pub ring_buffer_per_cpu_kib: u32,
     pub ring_buffer_budget_mib: u32,
@@ -186,6 +203,8 @@ impl Default for Settings {
             max_series: 2000,
             sampler: Sampler::default(),
             otlp: None,
+            capture_query: false,
+            capture_headers: Vec::new(),
             capture_bytes: DEFAULT_CAPTURE_BYTES,
             ring_buffer_per_cpu_kib: 1024,
             ring_buffer_budget_mib: 64,
@@ -290,6 +309,8 @@ impl Settings {
             max_series: pick!(max_series),
             sampler,
             otlp,
+            capture_query: cli.capture_query || file.capture_query.unwrap_or(false),
+            capture_headers: pick_list(cli.capture_headers, file.capture_headers),
             capture_bytes: pick!(capture_bytes),
             ring_buffer_per_cpu_kib: pick!(ring_buffer_per_cpu_kib),
             ring_buffer_budget_mib: pick!(ring_buffer_budget_mib),

@@ -132,6 +132,8 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     let tracker = Tracker::new(
         &TrackerSettings {
             sampler: settings.sampler.clone(),
+            capture_query: settings.capture_query,
+            capture_headers: settings.capture_headers.clone(),
             route_patterns: settings.routes.clone(),
             max_routes: settings.max_routes,
             max_series: settings.max_series,

@@ -539,3 +539,78 @@ async fn bad_input_is_counted_and_the_server_is_still_traced() {
         stats.parse_errors
     );
 }
+
+/// The Rust peers (`http_peer`): a hyper server, a reqwest client.
+struct HyperServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HyperServer {
+    fn start() -> HyperServer {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_http_peer"))
+            .arg("server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("http_peer server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        HyperServer { child, port }
+    }
+}
+
+impl Drop for HyperServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_server_and_reqwest_client_with_trace_context() {
+    if !privileged("hyper_server_and_reqwest_client_with_trace_context") {
+        return;
+    }
+    let server = HyperServer::start();
+    let mut agent = start_agent(&[server.port]).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let parent = "b7ad6b7169203331";
+    let url = format!("http://127.0.0.1:{}/users/42", server.port);
+    let client = tokio::task::spawn_blocking(move || {
+        let child = Command::new(env!("CARGO_BIN_EXE_http_peer"))
+            .args(["client", &url, "50", &format!("00-{trace}-{parent}-01")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("http_peer client");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("client");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done 50");
+        pid
+    })
+    .await
+    .expect("join");
+    let pids = [server.child.id(), client];
+    let spans = agent.spans_until(&pids, DEADLINE, |s| s.len() >= 100).await;
+    assert_eq!(count(&spans, server.child.id(), SpanKind::Server), 50);
+    assert_eq!(count(&spans, client, SpanKind::Client), 50);
+    for span in &spans {
+        assert_eq!(to_hex(&span.trace_id), trace);
+        assert_eq!(span.name, "GET /users/{id}");
+        match span.kind {
+            SpanKind::Server => assert_eq!(
+                span.parent_span_id.map(|p| to_hex(&p)).as_deref(),
+                Some(parent)
+            ),
+            SpanKind::Client => assert_eq!(to_hex(&span.span_id), parent),
+        }
+    }
+    agent.handle.stop().await;
+}

@@ -226,8 +226,8 @@ fn span_data(span: &Span) -> SpanData {
             .attributes
             .iter()
             .map(|(k, v)| match v {
-                Value::Str(s) => KeyValue::new(*k, s.clone()),
-                Value::Int(i) => KeyValue::new(*k, *i),
+                Value::Str(s) => KeyValue::new(k.to_string(), s.clone()),
+                Value::Int(i) => KeyValue::new(k.to_string(), *i),
             })
             .collect(),
         dropped_attributes_count: 0,

@@ -61,6 +61,10 @@ pub struct Http1Conn {
 #[derive(Clone, Debug)]
 pub struct TrackerSettings {
     pub sampler: Sampler,
+    /// Query strings in spans (opt-in).
+    pub capture_query: bool,
+    /// Header names whose values go into spans (opt-in, lower case).
+    pub capture_headers: Vec<String>,
     pub route_patterns: Vec<String>,
     pub max_routes: usize,
     pub max_series: usize,
@@ -73,6 +77,8 @@ pub struct Tracker {
     /// tid → the server span that thread is serving.
     active: LruCache<u32, SpanContext>,
     sampler: Sampler,
+    capture_query: bool,
+    capture_headers: Arc<[String]>,
     clock: WallClock,
     pub metrics: Arc<Mutex<HttpMetrics>>,
     /// The same measurements for OTLP, when enabled.
@@ -92,6 +98,12 @@ impl Tracker {
             discovery: Discovery::default(),
             active: LruCache::new(NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN)),
             sampler: settings.sampler.clone(),
+            capture_query: settings.capture_query,
+            capture_headers: settings
+                .capture_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             clock: WallClock::new(),
             metrics: Arc::new(Mutex::new(HttpMetrics::new(settings.max_series))),
             otlp_metrics,
@@ -125,7 +137,7 @@ impl Tracker {
                     Role::Unknown => None,
                 };
                 conn.protocol = Protocol::Http1(Box::new(Http1Conn {
-                    session: Session::new(requests_from),
+                    session: Session::new(requests_from, Arc::clone(&self.capture_headers)),
                     contexts: VecDeque::new(),
                 }));
             }
@@ -212,6 +224,7 @@ impl Tracker {
                 context,
                 start_ns: self.clock.unix_ns(exchange.request_start_ns),
                 end_ns: self.clock.unix_ns(exchange.response_end_ns),
+                capture_query: self.capture_query,
             });
             self.metrics
                 .lock()

@@ -1,7 +1,7 @@
 //! HTTP exchanges as spans, following the stable HTTP semantic conventions
 //! (<https://opentelemetry.io/docs/specs/semconv/http/http-spans/>).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use super::{Span, SpanContext, SpanKind, Status, Value, route::path_of};
 use crate::{discovery::Resource, protocols::http1::Exchange};
@@ -32,6 +32,21 @@ pub struct HttpFlow<'a> {
     /// Unix ns of the span's start and end.
     pub start_ns: u64,
     pub end_ns: u64,
+    /// The user opted in to query strings (`--capture-query`).
+    pub capture_query: bool,
+}
+
+/// Opted-in headers as `<prefix>.<name>` attributes.
+fn headers<'a>(
+    prefix: &'static str,
+    captured: &'a [(String, String)],
+) -> impl Iterator<Item = (Cow<'static, str>, Value)> + 'a {
+    captured.iter().map(move |(name, value)| {
+        (
+            Cow::Owned(format!("{prefix}.{name}")),
+            Value::Str(value.clone()),
+        )
+    })
 }
 
 /// Host and port from a `Host` header.
@@ -67,6 +82,11 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
     let version = if req.minor_version == 0 { "1.0" } else { "1.1" };
     let (host, host_port) = req.headers.host.as_deref().map(split_host).unzip();
     let host_port = host_port.flatten();
+    let query = req
+        .target
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or_default());
+    let query = query.filter(|q| flow.capture_query && !q.is_empty());
     let mut attrs: Vec<(&'static str, Value)> = vec![
         ("http.request.method", Value::Str(method.to_string())),
         (
@@ -90,6 +110,9 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
     match flow.kind {
         SpanKind::Server => {
             attrs.push(("url.path", Value::Str(path.to_string())));
+            if let Some(q) = query {
+                attrs.push(("url.query", Value::Str(q.to_string())));
+            }
             let server_port = host_port.or(flow.local.map(|l| l.port()));
             if let Some(host) = &host {
                 attrs.push(("server.address", Value::Str(host.clone())));
@@ -114,7 +137,11 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
                 Some(p) if server.contains(':') => format!("[{server}]:{p}"),
                 Some(p) => format!("{server}:{p}"),
             };
-            attrs.push(("url.full", Value::Str(format!("http://{authority}{path}"))));
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            attrs.push((
+                "url.full",
+                Value::Str(format!("http://{authority}{path}{query}")),
+            ));
             attrs.push(("server.address", Value::Str(server)));
             if let Some(port) = port {
                 attrs.push(("server.port", Value::Int(i64::from(port))));
@@ -155,7 +182,15 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
         kind: flow.kind,
         start_time_unix_nano: flow.start_ns,
         end_time_unix_nano: flow.end_ns,
-        attributes: attrs,
+        attributes: attrs
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), v))
+            .chain(headers("http.request.header", &req.headers.captured))
+            .chain(headers(
+                "http.response.header",
+                &e.response.headers.captured,
+            ))
+            .collect(),
         status: if error.is_some() {
             Status::Error
         } else {
@@ -228,6 +263,7 @@ mod tests {
             },
             start_ns: 100,
             end_ns: 200,
+            capture_query: false,
         }
     }
 
@@ -288,6 +324,37 @@ mod tests {
         assert_eq!(
             super::span(flow(&e, SpanKind::Server, "/v1/orders")).status,
             Status::Unset
+        );
+    }
+
+    #[test]
+    fn query_strings_and_headers_only_when_opted_in() {
+        let mut e = exchange("GET", "/search?q=shoes&page=2", 200, None);
+        e.request.headers.captured = vec![("x-request-id".into(), "abc".into())];
+        e.response.headers.captured = vec![("x-cache".into(), "HIT".into())];
+        let mut f = flow(&e, SpanKind::Server, "/search");
+        f.capture_query = true;
+        let server = span(f);
+        assert_eq!(server.attribute("url.query").cloned(), s("q=shoes&page=2"));
+        assert_eq!(
+            server
+                .attribute("http.request.header.x-request-id")
+                .cloned(),
+            s("abc")
+        );
+        assert_eq!(
+            server.attribute("http.response.header.x-cache").cloned(),
+            s("HIT")
+        );
+        let mut f = flow(&e, SpanKind::Client, "/search");
+        f.capture_query = true;
+        assert_eq!(
+            span(f).attribute("url.full").cloned(),
+            s("http://10.0.0.9:40000/search?q=shoes&page=2")
+        );
+        assert_eq!(
+            span(flow(&e, SpanKind::Server, "/search")).attribute("url.query"),
+            None
         );
     }
 

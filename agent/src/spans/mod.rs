@@ -6,7 +6,7 @@ pub mod http;
 pub mod route;
 pub mod sampler;
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use serde::{Serialize, Serializer, ser::SerializeMap};
 
@@ -63,7 +63,8 @@ pub struct Span {
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
     #[serde(serialize_with = "attribute_map")]
-    pub attributes: Vec<(&'static str, Value)>,
+    /// Semantic-conventions keys, plus `http.*.header.<name>` for opted-in headers.
+    pub attributes: Vec<(Cow<'static, str>, Value)>,
     pub status: Status,
     #[serde(serialize_with = "resource_map")]
     pub resource: Arc<Resource>,
@@ -94,10 +95,13 @@ fn hex_opt<S: Serializer>(bytes: &Option<SpanId>, s: S) -> Result<S::Ok, S::Erro
     }
 }
 
-fn attribute_map<S: Serializer>(attrs: &[(&'static str, Value)], s: S) -> Result<S::Ok, S::Error> {
+fn attribute_map<S: Serializer>(
+    attrs: &[(Cow<'static, str>, Value)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let mut map = s.serialize_map(Some(attrs.len()))?;
     for (k, v) in attrs {
-        map.serialize_entry(k, v)?;
+        map.serialize_entry(k.as_ref(), v)?;
     }
     map.end()
 }

@@ -305,17 +305,17 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let Ok(Parsed::Complete(get)) = parse_request(b"GET / HTTP/1.1\r\n\r\n") else {
+        let Ok(Parsed::Complete(get)) = parse_request(b"GET / HTTP/1.1\r\n\r\n", &[]) else {
             panic!()
         };
         assert_eq!(request_framing(&get), Framing::None);
         let Ok(Parsed::Complete(post)) =
-            parse_request(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n")
+            parse_request(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n", &[])
         else {
             panic!()
         };
         assert_eq!(request_framing(&post), Framing::Length(9));
-        let resp = |raw: &[u8]| match parse_response(raw) {
+        let resp = |raw: &[u8]| match parse_response(raw, &[]) {
             Ok(Parsed::Complete(r)) => r,
             other => panic!("{other:?}"),
         };

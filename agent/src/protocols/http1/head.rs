@@ -30,6 +30,9 @@ pub struct Headers {
     pub expect_continue: bool,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// Headers the user opted in to capture (`--capture-header`), lower-case
+    /// names, bounded values; empty unless asked for.
+    pub captured: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +94,10 @@ fn too_long<T>(buf: &[u8], parsed: Parsed<T>) -> Result<Parsed<T>, HeadError> {
     }
 }
 
-pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, HeadError> {
+/// Header names (lower case) whose values the user opted in to capture.
+pub type CaptureHeaders = [String];
+
+pub fn parse_request(buf: &[u8], capture: &CaptureHeaders) -> Result<Parsed<Request>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut storage);
     let parsed = match req.parse(buf).map_err(HeadError::Invalid)? {
@@ -100,14 +106,14 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, HeadError> {
             method: req.method.ok_or(HeadError::Encoding)?.to_string(),
             target: req.path.ok_or(HeadError::Encoding)?.to_string(),
             minor_version: req.version.unwrap_or(1),
-            headers: pick_headers(req.headers)?,
+            headers: pick_headers(req.headers, capture)?,
             head_len,
         }),
     };
     too_long(buf, parsed)
 }
 
-pub fn parse_response(buf: &[u8]) -> Result<Parsed<Response>, HeadError> {
+pub fn parse_response(buf: &[u8], capture: &CaptureHeaders) -> Result<Parsed<Response>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut storage);
     let parsed = match resp.parse(buf).map_err(HeadError::Invalid)? {
@@ -115,7 +121,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<Response>, HeadError> {
         httparse::Status::Complete(head_len) => Parsed::Complete(Response {
             status: resp.code.unwrap_or(0),
             minor_version: resp.version.unwrap_or(1),
-            headers: pick_headers(resp.headers)?,
+            headers: pick_headers(resp.headers, capture)?,
             head_len,
         }),
     };
@@ -140,8 +146,18 @@ fn has_token(raw: &[u8], token: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn pick_headers(raw: &[httparse::Header<'_>]) -> Result<Headers, HeadError> {
+fn pick_headers(
+    raw: &[httparse::Header<'_>],
+    capture: &CaptureHeaders,
+) -> Result<Headers, HeadError> {
     let mut h = Headers::default();
+    for header in raw {
+        if capture.iter().any(|c| header.name.eq_ignore_ascii_case(c))
+            && let Some(v) = value(header.value)
+        {
+            h.captured.push((header.name.to_ascii_lowercase(), v));
+        }
+    }
     let mut upgrade_header = false;
     let mut connection_upgrade = false;
     for header in raw {
@@ -188,7 +204,7 @@ mod tests {
     use super::*;
 
     fn request(buf: &[u8]) -> Request {
-        match parse_request(buf).unwrap() {
+        match parse_request(buf, &[]).unwrap() {
             Parsed::Complete(r) => r,
             Parsed::Partial => panic!("partial"),
         }
@@ -216,36 +232,38 @@ mod tests {
     #[test]
     fn partial_heads_wait_for_more_bytes_and_long_ones_fail() {
         assert_eq!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: a"),
+            parse_request(b"GET / HTTP/1.1\r\nHost: a", &[]),
             Ok(Parsed::Partial)
         );
         let mut long = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
         long.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
-        assert_eq!(parse_request(&long), Err(HeadError::TooLong));
+        assert_eq!(parse_request(&long, &[]), Err(HeadError::TooLong));
     }
 
     #[test]
     fn rejects_garbage_and_conflicting_lengths() {
         assert!(matches!(
-            parse_request(b"\x16\x03\x01\x02\x00"),
+            parse_request(b"\x16\x03\x01\x02\x00", &[]),
             Err(HeadError::Invalid(_))
         ));
         assert_eq!(
-            parse_request(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            parse_request(
+                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                &[]
+            ),
             Err(HeadError::ContentLength)
         );
         assert_eq!(
-            parse_request(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            parse_request(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &[]),
             Err(HeadError::ContentLength)
         );
     }
 
     #[test]
     fn parses_responses_and_connection_semantics() {
-        let Ok(Parsed::Complete(r)) = parse_response(
-            b"HTTP/1.0 101 Switching Protocols\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+        let Ok(Parsed::Complete(r)) = parse_response(b"HTTP/1.0 101 Switching Protocols\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
               Transfer-Encoding: gzip, chunked\r\n\r\n",
-        ) else {
+            &[]) else {
             panic!("not parsed")
         };
         assert_eq!(r.status, 101);
@@ -260,5 +278,27 @@ mod tests {
         buf.extend(b"\r\n\r\n");
         let ua = request(&buf).headers.user_agent.unwrap();
         assert!(ua.len() <= MAX_VALUE && ua.chars().all(|c| c == 'é'));
+    }
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+
+    #[test]
+    fn only_named_headers_are_captured() {
+        let raw = b"GET / HTTP/1.1\r\nAuthorization: Bearer secret\r\nX-Request-Id: 42\r\nCookie: a=b\r\n\r\n";
+        let Ok(Parsed::Complete(r)) = parse_request(raw, &["x-request-id".to_string()]) else {
+            panic!()
+        };
+        assert_eq!(
+            r.headers.captured,
+            vec![("x-request-id".to_string(), "42".to_string())]
+        );
+        let Ok(Parsed::Complete(r)) = parse_request(raw, &[]) else {
+            panic!()
+        };
+        assert!(r.headers.captured.is_empty());
+        assert!(!format!("{r:?}").contains("secret"));
     }
 }

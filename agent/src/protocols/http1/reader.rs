@@ -6,6 +6,8 @@
 //! reports one error and resynchronises: it tries again at the start of each later
 //! syscall's data, where messages almost always begin.
 
+use std::sync::Arc;
+
 use super::{
     body::{Chunked, Framing},
     head::{HeadError, Parsed, Request, Response, parse_request, parse_response},
@@ -56,6 +58,8 @@ enum State {
 #[derive(Clone, Debug)]
 pub struct Reader {
     kind: Kind,
+    /// Header names whose values the user opted in to capture.
+    capture: Arc<[String]>,
     state: State,
     /// Bytes of a head that is not complete yet (bounded by `MAX_HEAD_BYTES`).
     head: Vec<u8>,
@@ -64,9 +68,10 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(kind: Kind) -> Reader {
+    pub fn new(kind: Kind, capture: Arc<[String]>) -> Reader {
         Reader {
             kind,
+            capture,
             state: State::Head,
             head: Vec::new(),
             head_start_ns: 0,
@@ -153,14 +158,18 @@ impl Reader {
                     }
                     self.head.extend_from_slice(data);
                     let parsed = match self.kind {
-                        Kind::Request => parse_request(&self.head).map(|p| match p {
-                            Parsed::Complete(r) => Some((r.head_len, Head::Request(r))),
-                            Parsed::Partial => None,
-                        }),
-                        Kind::Response => parse_response(&self.head).map(|p| match p {
-                            Parsed::Complete(r) => Some((r.head_len, Head::Response(r))),
-                            Parsed::Partial => None,
-                        }),
+                        Kind::Request => {
+                            parse_request(&self.head, &self.capture).map(|p| match p {
+                                Parsed::Complete(r) => Some((r.head_len, Head::Request(r))),
+                                Parsed::Partial => None,
+                            })
+                        }
+                        Kind::Response => {
+                            parse_response(&self.head, &self.capture).map(|p| match p {
+                                Parsed::Complete(r) => Some((r.head_len, Head::Response(r))),
+                                Parsed::Partial => None,
+                            })
+                        }
                     };
                     match parsed {
                         Ok(Some((len, head))) => {

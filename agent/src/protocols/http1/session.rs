@@ -1,7 +1,7 @@
 //! One HTTP/1 connection: pairs requests with responses (in order, so pipelining
 //! works) and reports each finished exchange with its timings.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use super::{
     body::{Framing, request_framing, response_framing},
@@ -80,12 +80,13 @@ fn sniff(data: &[u8]) -> Option<Kind> {
 }
 
 impl Session {
-    /// `requests_from`: the direction carrying requests, if the role is known.
-    pub fn new(requests_from: Option<Direction>) -> Session {
+    /// `requests_from`: the direction carrying requests, if the role is known;
+    /// `capture`: header names whose values the user opted in to capture.
+    pub fn new(requests_from: Option<Direction>, capture: Arc<[String]>) -> Session {
         Session {
             requests_from,
-            requests: Reader::new(Kind::Request),
-            responses: Reader::new(Kind::Response),
+            requests: Reader::new(Kind::Request, Arc::clone(&capture)),
+            responses: Reader::new(Kind::Response, capture),
             pending: VecDeque::new(),
             interim: false,
         }
@@ -265,7 +266,7 @@ mod tests {
 
     /// Feeds (direction, ts, bytes, missing) steps; returns everything produced.
     fn run(role: Option<Direction>, steps: &[(Direction, u64, &[u8], u64)], close: bool) -> Output {
-        let mut s = Session::new(role);
+        let mut s = Session::new(role, Arc::from(Vec::new()));
         let mut all = Output::default();
         let mut offsets = [0u64; 2];
         for &(direction, ts, data, missing) in steps {
