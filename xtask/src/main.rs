@@ -1,6 +1,7 @@
 //! Project tasks. `cargo xtask --help` lists them.
 
 mod bench;
+mod bench_http;
 mod build_ebpf;
 mod setup;
 
@@ -29,11 +30,17 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Measure the kernel-side overhead (ns per traced syscall, agent off vs on). Needs root.
+        /// Benchmarks, agent off vs on in the same run (needs root): `syscalls`
+    /// (ns per traced syscall), `http` (wrk load against a hyper server), or `all`.
     Bench {
-        /// Writes per round.
+        #[arg(default_value = "all")]
+        which: String,
+        /// Writes per round (syscalls).
         #[arg(long, default_value_t = 200_000)]
         iterations: u64,
+        /// Seconds of load per phase (http).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Run a parser fuzz target with cargo fuzz (installed when missing).
     Fuzz {
@@ -62,7 +69,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Run { debug, args } => run(debug, &args),
-        Task::Bench { iterations } => bench::run(iterations),
+                Task::Bench {
+            which,
+            iterations,
+            seconds,
+        } => {
+            bench::prepare()?;
+            match which.as_str() {
+                "syscalls" => bench::run(iterations),
+                "http" => bench_http::run(seconds),
+                "all" => bench::run(iterations).and_then(|()| bench_http::run(seconds)),
+                other => anyhow::bail!("unknown benchmark {other:?}: syscalls, http or all"),
+            }
+        }
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
         Task::Test { args } => test(&args),
     }

@@ -14,7 +14,7 @@ use crate::{
     capture::Direction,
     clock::WallClock,
     conn::{Chunk, Conn, Role},
-    discovery::Discovery,
+        discovery::{Discovery, Resource},
     export::otlp::OtlpMetrics,
     metrics::http::HttpMetrics,
     protocols::http1::{Output, Session, Started},
@@ -52,6 +52,9 @@ impl Default for Protocol {
 #[derive(Debug)]
 pub struct Http1Conn {
     session: Session,
+    /// Who the connection belongs to, looked up once when HTTP was detected
+    /// (procfs reads per request would cost more than the parsing).
+    resource: Arc<Resource>,
     /// Span contexts of started requests, oldest first, with the sampled flag of
     /// an incoming `traceparent`.
     contexts: VecDeque<(SpanContext, Option<bool>)>,
@@ -136,7 +139,9 @@ impl Tracker {
                     Role::Client => Some(Direction::Egress),
                     Role::Unknown => None,
                 };
+                                let resource = self.discovery.resource(pid, &conn.comm);
                 conn.protocol = Protocol::Http1(Box::new(Http1Conn {
+                    resource,
                     session: Session::new(requests_from, Arc::clone(&self.capture_headers)),
                     contexts: VecDeque::new(),
                 }));
@@ -145,13 +150,7 @@ impl Tracker {
                 continue;
             };
             let output = http.session.push(direction, &chunk);
-            let view = ConnView {
-                http,
-                peer,
-                local,
-                pid,
-                comm: &conn.comm,
-            };
+                        let view = ConnView { http, peer, local };
             self.handle(view, tid, output, out);
         }
     }
@@ -162,24 +161,16 @@ impl Tracker {
             return;
         };
         let output = http.session.close();
-        let view = ConnView {
+                let view = ConnView {
             http,
             peer: conn.peer,
             local: conn.local,
-            pid: conn.key.tgid,
-            comm: &conn.comm,
         };
         self.handle(view, tid, output, out);
     }
 
     fn handle(&mut self, conn: ConnView<'_>, tid: u32, output: Output, out: &mut Vec<Span>) {
-        let ConnView {
-            http,
-            peer,
-            local,
-            pid,
-            comm,
-        } = conn;
+                let ConnView { http, peer, local } = conn;
         let kind = match http.session.requests_from() {
             Some(Direction::Egress) => SpanKind::Client,
             _ => SpanKind::Server,
@@ -207,7 +198,7 @@ impl Tracker {
             {
                 self.active.pop(&tid);
             }
-            let resource = self.discovery.resource(pid, comm);
+                        let resource = Arc::clone(&http.resource);
             let route = self
                 .routes
                 .route(&resource.service_name, path_of(&exchange.request.target));
@@ -312,6 +303,4 @@ struct ConnView<'a> {
     http: &'a mut Http1Conn,
     peer: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
-    pid: u32,
-    comm: &'a str,
 }
