@@ -7,6 +7,12 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// Every captured request allocates a few small strings; with mimalloc the agent
+/// used about a quarter less CPU per request than with glibc malloc in
+/// `cargo xtask bench http` (0.14 vs 0.19 CPU-seconds per 10k requests).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.check {

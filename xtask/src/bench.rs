@@ -32,16 +32,29 @@ fn run_bench(iterations: u64) -> anyhow::Result<serde_json::Value> {
 /// Set up and build everything the benchmarks run, in release mode.
 pub fn prepare() -> anyhow::Result<()> {
     crate::setup::run()?;
-    sh(Command::new("cargo").args(["build", "--release", "--package", "agent", "--package", "e2e"]))
+    sh(Command::new("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "agent",
+        "--package",
+        "e2e",
+    ]))
 }
 
 pub fn run(iterations: u64) -> anyhow::Result<()> {
-
     let off = run_bench(iterations)?;
 
     let agent = workspace_root().join("target/release/agent");
     let mut child = Command::new(&agent)
-        .args(["--log-format", "json", "--stdout", "off", "--prometheus-listen", "off"])
+        .args([
+            "--log-format",
+            "json",
+            "--stdout",
+            "off",
+            "--prometheus-listen",
+            "off",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -120,15 +120,27 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let mut line = String::new();
     BufReader::new(server.stdout.take().context("stdout")?).read_line(&mut line)?;
     let _server = Killed(server);
-    let port: u16 = line.trim().strip_prefix("listening ").context("port")?.parse()?;
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .context("port")?
+        .parse()?;
     let url = format!("http://127.0.0.1:{port}/users/1");
     wrk(&url, 1)?; // warm-up
 
     let off = wrk(&url, seconds)?;
 
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut agent = Command::new(root.join("target/release/agent"))
-        .args(["--stdout", "off", "--log-format", "json", "--prometheus-listen"])
+        .args([
+            "--stdout",
+            "off",
+            "--log-format",
+            "json",
+            "--prometheus-listen",
+        ])
         .arg(format!("127.0.0.1:{metrics_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -144,7 +156,9 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         }
     });
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).context("agent did not start")?;
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("agent did not start")?;
         if line.contains("capturing socket I/O") {
             break;
         }
@@ -162,22 +176,51 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let route = "http_route=\"/users/{id}\"";
     let spans = sum(&after, "http_server_request_duration_seconds_count", route)
         - sum(&before, "http_server_request_duration_seconds_count", route);
-    let dropped = sum(&after, "agent_events_dropped_total", "") - sum(&before, "agent_events_dropped_total", "");
+    let dropped = sum(&after, "agent_events_dropped_total", "")
+        - sum(&before, "agent_events_dropped_total", "");
     if on.requests == 0 {
         bail!("no requests with the agent on");
     }
-    println!("HTTP/1.1 keep-alive load: wrk -t1 -c16 -d{seconds}s against a hyper server, agent off then on");
+    println!(
+        "HTTP/1.1 keep-alive load: wrk -t1 -c16 -d{seconds}s against a hyper server, agent off then on"
+    );
     println!("{:<34} {:>12} {:>12}", "", "agent off", "agent on");
-    println!("{:<34} {:>12.0} {:>12.0}", "requests/s", off.per_second, on.per_second);
-    println!("{:<34} {:>12.3} {:>12.3}", "p50 latency (ms)", off.p50_ms, on.p50_ms);
-    println!("{:<34} {:>12.3} {:>12.3}", "p99 latency (ms)", off.p99_ms, on.p99_ms);
-    println!("throughput ratio (on/off)          {:.3}", on.per_second / off.per_second);
-    println!("p50 / p99 latency delta (ms)       {:+.3} / {:+.3}", on.p50_ms - off.p50_ms, on.p99_ms - off.p99_ms);
-    println!("agent CPU seconds per 10k requests {:.4}", cpu / on.requests as f64 * 10_000.0);
-    println!("agent CPU (cores) at this rate     {:.3}", cpu / seconds as f64);
+    println!(
+        "{:<34} {:>12.0} {:>12.0}",
+        "requests/s", off.per_second, on.per_second
+    );
+    println!(
+        "{:<34} {:>12.3} {:>12.3}",
+        "p50 latency (ms)", off.p50_ms, on.p50_ms
+    );
+    println!(
+        "{:<34} {:>12.3} {:>12.3}",
+        "p99 latency (ms)", off.p99_ms, on.p99_ms
+    );
+    println!(
+        "throughput ratio (on/off)          {:.3}",
+        on.per_second / off.per_second
+    );
+    println!(
+        "p50 / p99 latency delta (ms)       {:+.3} / {:+.3}",
+        on.p50_ms - off.p50_ms,
+        on.p99_ms - off.p99_ms
+    );
+    println!(
+        "agent CPU seconds per 10k requests {:.4}",
+        cpu / on.requests as f64 * 10_000.0
+    );
+    println!(
+        "agent CPU (cores) at this rate     {:.3}",
+        cpu / seconds as f64
+    );
     println!("agent peak RSS (MiB)               {rss:.1}");
     println!("events dropped                     {dropped:.0}");
-    println!("server spans / requests            {spans:.0} / {} = {:.4}", on.requests, spans / on.requests as f64);
+    println!(
+        "server spans / requests            {spans:.0} / {} = {:.4}",
+        on.requests,
+        spans / on.requests as f64
+    );
     Ok(())
 }
 

@@ -30,7 +30,7 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-        /// Benchmarks, agent off vs on in the same run (needs root): `syscalls`
+    /// Benchmarks, agent off vs on in the same run (needs root): `syscalls`
     /// (ns per traced syscall), `http` (wrk load against a hyper server), or `all`.
     Bench {
         #[arg(default_value = "all")]
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Run { debug, args } => run(debug, &args),
-                Task::Bench {
+        Task::Bench {
             which,
             iterations,
             seconds,

@@ -14,7 +14,7 @@ use crate::{
     capture::Direction,
     clock::WallClock,
     conn::{Chunk, Conn, Role},
-        discovery::{Discovery, Resource},
+    discovery::{Discovery, Resource},
     export::otlp::OtlpMetrics,
     metrics::http::HttpMetrics,
     protocols::http1::{Output, Session, Started},
@@ -139,7 +139,7 @@ impl Tracker {
                     Role::Client => Some(Direction::Egress),
                     Role::Unknown => None,
                 };
-                                let resource = self.discovery.resource(pid, &conn.comm);
+                let resource = self.discovery.resource(pid, &conn.comm);
                 conn.protocol = Protocol::Http1(Box::new(Http1Conn {
                     resource,
                     session: Session::new(requests_from, Arc::clone(&self.capture_headers)),
@@ -150,7 +150,7 @@ impl Tracker {
                 continue;
             };
             let output = http.session.push(direction, &chunk);
-                        let view = ConnView { http, peer, local };
+            let view = ConnView { http, peer, local };
             self.handle(view, tid, output, out);
         }
     }
@@ -161,7 +161,7 @@ impl Tracker {
             return;
         };
         let output = http.session.close();
-                let view = ConnView {
+        let view = ConnView {
             http,
             peer: conn.peer,
             local: conn.local,
@@ -170,7 +170,7 @@ impl Tracker {
     }
 
     fn handle(&mut self, conn: ConnView<'_>, tid: u32, output: Output, out: &mut Vec<Span>) {
-                let ConnView { http, peer, local } = conn;
+        let ConnView { http, peer, local } = conn;
         let kind = match http.session.requests_from() {
             Some(Direction::Egress) => SpanKind::Client,
             _ => SpanKind::Server,
@@ -198,7 +198,7 @@ impl Tracker {
             {
                 self.active.pop(&tid);
             }
-                        let resource = Arc::clone(&http.resource);
+            let resource = Arc::clone(&http.resource);
             let route = self
                 .routes
                 .route(&resource.service_name, path_of(&exchange.request.target));

@@ -55,6 +55,7 @@ pub fn labels(span: &Span) -> Labels {
         })
         .collect();
     labels.push(("service.name", span.resource.service_name.clone()));
+    labels.sort();
     labels
 }
 
@@ -133,8 +134,8 @@ impl HttpMetrics {
                 &mut self.client_response_size,
             ),
         };
-        duration.record(labels.clone(), seconds);
-        req.record(labels.clone(), size("http.request.body.size"));
-        resp.record(labels, size("http.response.body.size"));
+        duration.record_sorted(&labels, seconds);
+        req.record_sorted(&labels, size("http.request.body.size"));
+        resp.record_sorted(&labels, size("http.response.body.size"));
     }
 }

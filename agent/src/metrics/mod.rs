@@ -100,13 +100,25 @@ impl HistogramFamily {
 
     pub fn record(&mut self, mut labels: Labels, value: f64) {
         labels.sort();
-        if !self.series.contains_key(&labels) && self.series.len() + 1 >= self.max_series {
-            labels = vec![("otel.metric.overflow", "true".to_string())];
-            self.overflowed += 1;
-        }
+        self.record_sorted(&labels, value);
+    }
+
+    /// Records with labels already sorted; allocates only for a new series (this
+    /// runs for every request).
+    pub fn record_sorted(&mut self, labels: &Labels, value: f64) {
         let bounds = self.bounds;
+        if let Some(h) = self.series.get_mut(labels) {
+            h.record(bounds, value);
+            return;
+        }
+        let key = if self.series.len() + 1 >= self.max_series {
+            self.overflowed += 1;
+            vec![("otel.metric.overflow", "true".to_string())]
+        } else {
+            labels.clone()
+        };
         self.series
-            .entry(labels)
+            .entry(key)
             .or_insert_with(|| Histogram::new(bounds))
             .record(bounds, value);
     }
