@@ -88,6 +88,10 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub capture_headers: Vec<String>,
+    /// Put the first N bytes of request and response bodies in spans
+    /// (`http.*.body.content`; at most 4096). Off: bodies hold personal data.
+    #[arg(long, env = "AGENT_CAPTURE_BODY_BYTES")]
+    pub capture_body_bytes: Option<usize>,
     /// Payload bytes captured per syscall (at most 8192).
     #[arg(long, env = "AGENT_CAPTURE_BYTES")]
     pub capture_bytes: Option<u32>,
@@ -141,6 +145,7 @@ pub struct FileConfig {
     pub capture_query: Option<bool>,
     #[serde(default)]
     pub capture_headers: Vec<String>,
+    pub capture_body_bytes: Option<usize>,
     pub capture_bytes: Option<u32>,
     pub ring_buffer_per_cpu_kib: Option<u32>,
     pub ring_buffer_budget_mib: Option<u32>,
@@ -175,6 +180,7 @@ pub struct Settings {
     pub otlp: Option<OtlpSettings>,
     pub capture_query: bool,
     pub capture_headers: Vec<String>,
+    pub capture_body_bytes: usize,
     pub capture_bytes: u32,
     pub ring_buffer_per_cpu_kib: u32,
     pub ring_buffer_budget_mib: u32,
@@ -205,6 +211,7 @@ impl Default for Settings {
             otlp: None,
             capture_query: false,
             capture_headers: Vec::new(),
+            capture_body_bytes: 0,
             capture_bytes: DEFAULT_CAPTURE_BYTES,
             ring_buffer_per_cpu_kib: 1024,
             ring_buffer_budget_mib: 64,
@@ -311,6 +318,7 @@ impl Settings {
             otlp,
             capture_query: cli.capture_query || file.capture_query.unwrap_or(false),
             capture_headers: pick_list(cli.capture_headers, file.capture_headers),
+            capture_body_bytes: pick!(capture_body_bytes),
             capture_bytes: pick!(capture_bytes),
             ring_buffer_per_cpu_kib: pick!(ring_buffer_per_cpu_kib),
             ring_buffer_budget_mib: pick!(ring_buffer_budget_mib),
@@ -334,6 +342,9 @@ impl Settings {
         }
         if self.ring_buffer_per_cpu_kib < 4 || self.ring_buffer_budget_mib == 0 {
             bail!("ring buffer needs at least 4 KiB per CPU and a budget of at least 1 MiB");
+        }
+        if self.capture_body_bytes > 4096 {
+            bail!("capture_body_bytes must be at most 4096");
         }
         if !(1..=1000).contains(&self.ring_buffer_poll_ms) {
             bail!("ring_buffer_poll_ms must be between 1 and 1000");

@@ -134,6 +134,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
             sampler: settings.sampler.clone(),
             capture_query: settings.capture_query,
             capture_headers: settings.capture_headers.clone(),
+            capture_body_bytes: settings.capture_body_bytes,
             route_patterns: settings.routes.clone(),
             max_routes: settings.max_routes,
             max_series: settings.max_series,

@@ -614,3 +614,59 @@ async fn hyper_server_and_reqwest_client_with_trace_context() {
     }
     agent.handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_headers_and_bodies_leave_the_host_only_when_opted_in() {
+    if !privileged("query_headers_and_bodies_leave_the_host_only_when_opted_in") {
+        return;
+    }
+    let server = PyServer::start();
+    let mut settings = settings();
+    settings.ports = vec![server.port];
+    settings.capture_query = true;
+    settings.capture_headers = vec!["x-request-id".into()];
+    settings.capture_body_bytes = 16;
+    let mut agent = Running::start(settings).await.expect("agent starts");
+    let (client, body) = curl(vec![
+        "-H".into(),
+        "X-Request-Id: req-77".into(),
+        "-H".into(),
+        "Authorization: Bearer never-captured".into(),
+        "--data-binary".into(),
+        "sixteen-bytes-and-more".into(),
+        server.url("/upload?order=42"),
+    ])
+    .await;
+    assert_eq!(body, "22");
+    let spans = agent
+        .spans_until(&[server.pid(), client], DEADLINE, |s| s.len() >= 2)
+        .await;
+    let server_span = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server)
+        .expect("server span");
+    assert_eq!(*attr(server_span, "url.query"), s("order=42"));
+    assert_eq!(
+        *attr(server_span, "http.request.header.x-request-id"),
+        s("req-77")
+    );
+    assert_eq!(
+        *attr(server_span, "http.request.body.content"),
+        s("sixteen-bytes-an")
+    );
+    let client_span = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client)
+        .expect("client span");
+    assert_eq!(
+        *attr(client_span, "url.full"),
+        s(&server.url("/upload?order=42"))
+    );
+    assert_eq!(*attr(client_span, "http.response.body.content"), s("22"));
+    let json = serde_json::to_string(&spans).expect("json");
+    assert!(
+        !json.contains("never-captured"),
+        "headers not named stay on the host"
+    );
+    agent.handle.stop().await;
+}

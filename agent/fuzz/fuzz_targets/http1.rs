@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
         1 => Some(Direction::Ingress),
         _ => Some(Direction::Egress),
     };
-    let mut session = Session::new(role, std::sync::Arc::from(vec!["x-request-id".to_string()]));
+    let capture = agent::protocols::http1::Capture {
+        headers: std::sync::Arc::from(vec!["x-request-id".to_string()]),
+        body_bytes: 64,
+    };
+    let mut session = Session::new(role, capture);
     let mut ts = 0u64;
     let mut offsets = [0u64; 2];
     // Each step: [direction|len byte][gap byte][len bytes of payload].

@@ -17,7 +17,7 @@ use crate::{
     discovery::{Discovery, Resource},
     export::otlp::OtlpMetrics,
     metrics::http::HttpMetrics,
-    protocols::http1::{Output, Session, Started},
+    protocols::http1::{Capture, Output, Session, Started},
     self_metrics::SelfMetrics,
     spans::{
         Span, SpanContext, SpanKind,
@@ -68,6 +68,8 @@ pub struct TrackerSettings {
     pub capture_query: bool,
     /// Header names whose values go into spans (opt-in, lower case).
     pub capture_headers: Vec<String>,
+    /// Leading body bytes that go into spans (opt-in; 0: none).
+    pub capture_body_bytes: usize,
     pub route_patterns: Vec<String>,
     pub max_routes: usize,
     pub max_series: usize,
@@ -81,7 +83,7 @@ pub struct Tracker {
     active: LruCache<u32, SpanContext>,
     sampler: Sampler,
     capture_query: bool,
-    capture_headers: Arc<[String]>,
+    capture: Capture,
     clock: WallClock,
     pub metrics: Arc<Mutex<HttpMetrics>>,
     /// The same measurements for OTLP, when enabled.
@@ -102,11 +104,14 @@ impl Tracker {
             active: LruCache::new(NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN)),
             sampler: settings.sampler.clone(),
             capture_query: settings.capture_query,
-            capture_headers: settings
-                .capture_headers
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
+            capture: Capture {
+                headers: settings
+                    .capture_headers
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                body_bytes: settings.capture_body_bytes,
+            },
             clock: WallClock::new(),
             metrics: Arc::new(Mutex::new(HttpMetrics::new(settings.max_series))),
             otlp_metrics,
@@ -142,7 +147,7 @@ impl Tracker {
                 let resource = self.discovery.resource(pid, &conn.comm);
                 conn.protocol = Protocol::Http1(Box::new(Http1Conn {
                     resource,
-                    session: Session::new(requests_from, Arc::clone(&self.capture_headers)),
+                    session: Session::new(requests_from, self.capture.clone()),
                     contexts: VecDeque::new(),
                 }));
             }

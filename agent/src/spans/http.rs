@@ -49,6 +49,16 @@ fn headers<'a>(
     })
 }
 
+/// An opted-in body prefix as text (invalid UTF-8 replaced).
+fn body(key: &'static str, bytes: &[u8]) -> Option<(Cow<'static, str>, Value)> {
+    (!bytes.is_empty()).then(|| {
+        (
+            Cow::Borrowed(key),
+            Value::Str(String::from_utf8_lossy(bytes).into_owned()),
+        )
+    })
+}
+
 /// Host and port from a `Host` header.
 fn split_host(host: &str) -> (String, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[') {
@@ -190,6 +200,8 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
                 "http.response.header",
                 &e.response.headers.captured,
             ))
+            .chain(body("http.request.body.content", &e.request_body))
+            .chain(body("http.response.body.content", &e.response_body))
             .collect(),
         status: if error.is_some() {
             Status::Error
@@ -230,6 +242,8 @@ mod tests {
             response_end_ns: 3,
             request_body_bytes: 5,
             response_body_bytes: 7,
+            request_body: Vec::new(),
+            response_body: Vec::new(),
         }
     }
 

@@ -124,10 +124,23 @@ impl Chunked {
     /// Consumes bytes up to the end of the body; returns how many were consumed
     /// (fewer than `buf.len()` only when the body ended inside `buf`).
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        self.feed_keeping(buf, &mut Vec::new(), 0)
+    }
+
+    /// As [`feed`](Chunked::feed), appending decoded data to `kept` until it
+    /// holds `limit` bytes.
+    pub fn feed_keeping(
+        &mut self,
+        buf: &[u8],
+        kept: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < buf.len() && self.state != State::Done {
             if let State::Data { remaining } = self.state {
                 let n = remaining.min((buf.len() - i) as u64);
+                let room = limit.saturating_sub(kept.len()).min(n as usize);
+                kept.extend_from_slice(&buf[i..i + room]);
                 i += n as usize;
                 self.body_bytes += n;
                 self.state = if n == remaining {

@@ -6,9 +6,8 @@
 //! reports one error and resynchronises: it tries again at the start of each later
 //! syscall's data, where messages almost always begin.
 
-use std::sync::Arc;
-
 use super::{
+    Capture,
     body::{Chunked, Framing},
     head::{HeadError, Parsed, Request, Response, parse_request, parse_response},
 };
@@ -32,8 +31,13 @@ pub enum Head {
 pub enum Found {
     /// A complete head; its first byte arrived at `start_ns`.
     Head { head: Head, start_ns: u64 },
-    /// The current message's last byte arrived at `end_ns`.
-    End { end_ns: u64, body_bytes: u64 },
+    /// The current message's last byte arrived at `end_ns`; `body` holds its
+    /// first bytes when body capture is on.
+    End {
+        end_ns: u64,
+        body_bytes: u64,
+        body: Vec<u8>,
+    },
     /// Not HTTP/1, or framing lost; `reason` labels the parse-error metric.
     Error { reason: &'static str },
 }
@@ -58,8 +62,10 @@ enum State {
 #[derive(Clone, Debug)]
 pub struct Reader {
     kind: Kind,
-    /// Header names whose values the user opted in to capture.
-    capture: Arc<[String]>,
+    /// What the user opted in to capture.
+    capture: Capture,
+    /// The current message's leading body bytes (body capture only).
+    body: Vec<u8>,
     state: State,
     /// Bytes of a head that is not complete yet (bounded by `MAX_HEAD_BYTES`).
     head: Vec<u8>,
@@ -68,10 +74,11 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(kind: Kind, capture: Arc<[String]>) -> Reader {
+    pub fn new(kind: Kind, capture: Capture) -> Reader {
         Reader {
             kind,
             capture,
+            body: Vec::new(),
             state: State::Head,
             head: Vec::new(),
             head_start_ns: 0,
@@ -115,6 +122,7 @@ impl Reader {
                 out.push(Found::End {
                     end_ns: self.last_ns,
                     body_bytes: *bytes,
+                    body: std::mem::take(&mut self.body),
                 });
             }
             State::Head if !self.head.is_empty() => out.push(Found::Error {
@@ -135,6 +143,7 @@ impl Reader {
         }
         self.state = State::Resync;
         self.head = Vec::new();
+        self.body = Vec::new();
     }
 
     fn feed(
@@ -159,13 +168,13 @@ impl Reader {
                     self.head.extend_from_slice(data);
                     let parsed = match self.kind {
                         Kind::Request => {
-                            parse_request(&self.head, &self.capture).map(|p| match p {
+                            parse_request(&self.head, &self.capture.headers).map(|p| match p {
                                 Parsed::Complete(r) => Some((r.head_len, Head::Request(r))),
                                 Parsed::Partial => None,
                             })
                         }
                         Kind::Response => {
-                            parse_response(&self.head, &self.capture).map(|p| match p {
+                            parse_response(&self.head, &self.capture.headers).map(|p| match p {
                                 Parsed::Complete(r) => Some((r.head_len, Head::Response(r))),
                                 Parsed::Partial => None,
                             })
@@ -188,6 +197,12 @@ impl Reader {
                 }
                 State::Body { remaining, bytes } => {
                     let n = (*remaining).min(data.len() as u64);
+                    let room = self
+                        .capture
+                        .body_bytes
+                        .saturating_sub(self.body.len())
+                        .min(n as usize);
+                    self.body.extend_from_slice(&data[..room]);
                     *remaining -= n;
                     *bytes += n;
                     data = &data[n as usize..];
@@ -197,27 +212,37 @@ impl Reader {
                         out.push(Found::End {
                             end_ns: ts,
                             body_bytes,
+                            body: std::mem::take(&mut self.body),
                         });
                     }
                 }
-                State::Chunked(c) => match c.feed(data) {
-                    Ok(n) => {
-                        data = &data[n..];
-                        if c.done() {
-                            let body_bytes = c.body_bytes;
-                            self.state = State::Head;
-                            out.push(Found::End {
-                                end_ns: ts,
-                                body_bytes,
-                            });
+                State::Chunked(c) => {
+                    match c.feed_keeping(data, &mut self.body, self.capture.body_bytes) {
+                        Ok(n) => {
+                            data = &data[n..];
+                            if c.done() {
+                                let body_bytes = c.body_bytes;
+                                self.state = State::Head;
+                                out.push(Found::End {
+                                    end_ns: ts,
+                                    body_bytes,
+                                    body: std::mem::take(&mut self.body),
+                                });
+                            }
+                        }
+                        Err(_) => {
+                            self.lose_sync("chunked", false, out);
+                            return;
                         }
                     }
-                    Err(_) => {
-                        self.lose_sync("chunked", false, out);
-                        return;
-                    }
-                },
+                }
                 State::UntilClose { bytes } => {
+                    let room = self
+                        .capture
+                        .body_bytes
+                        .saturating_sub(self.body.len())
+                        .min(data.len());
+                    self.body.extend_from_slice(&data[..room]);
                     *bytes += data.len() as u64;
                     return;
                 }
@@ -235,6 +260,7 @@ impl Reader {
                 out.push(Found::End {
                     end_ns: ts,
                     body_bytes: 0,
+                    body: std::mem::take(&mut self.body),
                 });
                 State::Head
             }
@@ -248,6 +274,7 @@ impl Reader {
                 out.push(Found::End {
                     end_ns: ts,
                     body_bytes: 0,
+                    body: std::mem::take(&mut self.body),
                 });
                 State::Tunnel
             }
@@ -259,6 +286,10 @@ impl Reader {
         if missing == 0 {
             return;
         }
+        // A kept body prefix stops at the first byte that was not captured.
+        if !self.body.is_empty() {
+            self.capture.body_bytes = self.body.len();
+        }
         match &mut self.state {
             State::Body { remaining, bytes } if missing <= *remaining => {
                 *remaining -= missing;
@@ -269,6 +300,7 @@ impl Reader {
                     out.push(Found::End {
                         end_ns: ts,
                         body_bytes,
+                        body: std::mem::take(&mut self.body),
                     });
                 }
             }

@@ -1,9 +1,10 @@
 //! One HTTP/1 connection: pairs requests with responses (in order, so pipelining
 //! works) and reports each finished exchange with its timings.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::collections::VecDeque;
 
 use super::{
+    Capture,
     body::{Framing, request_framing, response_framing},
     head::{Request, Response},
     reader::{Found, Head, Kind, Reader},
@@ -27,6 +28,9 @@ pub struct Exchange {
     pub response_end_ns: u64,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
+    /// Leading body bytes, when the user opted in to body capture.
+    pub request_body: Vec<u8>,
+    pub response_body: Vec<u8>,
 }
 
 /// A request whose head was just read (spans get their ids here, before the
@@ -56,6 +60,7 @@ struct Pending {
     start_ns: u64,
     end_ns: Option<u64>,
     body_bytes: u64,
+    body: Vec<u8>,
     response: Option<(Response, u64)>,
 }
 
@@ -81,11 +86,11 @@ fn sniff(data: &[u8]) -> Option<Kind> {
 
 impl Session {
     /// `requests_from`: the direction carrying requests, if the role is known;
-    /// `capture`: header names whose values the user opted in to capture.
-    pub fn new(requests_from: Option<Direction>, capture: Arc<[String]>) -> Session {
+    /// `capture`: what the user opted in to capture.
+    pub fn new(requests_from: Option<Direction>, capture: Capture) -> Session {
         Session {
             requests_from,
-            requests: Reader::new(Kind::Request, Arc::clone(&capture)),
+            requests: Reader::new(Kind::Request, capture.clone()),
             responses: Reader::new(Kind::Response, capture),
             pending: VecDeque::new(),
             interim: false,
@@ -186,13 +191,19 @@ impl Session {
                         start_ns,
                         end_ns: None,
                         body_bytes: 0,
+                        body: Vec::new(),
                         response: None,
                     });
                 }
-                Found::End { end_ns, body_bytes } => {
+                Found::End {
+                    end_ns,
+                    body_bytes,
+                    body,
+                } => {
                     if let Some(p) = self.pending.iter_mut().find(|p| p.end_ns.is_none()) {
                         p.end_ns = Some(end_ns);
                         p.body_bytes = body_bytes;
+                        p.body = body;
                     }
                 }
                 Found::Error { reason } => out.errors.push(reason),
@@ -221,7 +232,11 @@ impl Session {
                         None => out.errors.push("response_without_request"),
                     }
                 }
-                Found::End { end_ns, body_bytes } => {
+                Found::End {
+                    end_ns,
+                    body_bytes,
+                    body,
+                } => {
                     if std::mem::take(&mut self.interim) {
                         continue;
                     }
@@ -244,6 +259,8 @@ impl Session {
                         response_end_ns: end_ns,
                         request_body_bytes: p.body_bytes,
                         response_body_bytes: body_bytes,
+                        request_body: p.body,
+                        response_body: body,
                     });
                 }
                 Found::Error { reason } => out.errors.push(reason),
@@ -266,7 +283,7 @@ mod tests {
 
     /// Feeds (direction, ts, bytes, missing) steps; returns everything produced.
     fn run(role: Option<Direction>, steps: &[(Direction, u64, &[u8], u64)], close: bool) -> Output {
-        let mut s = Session::new(role, Arc::from(Vec::new()));
+        let mut s = Session::new(role, Capture::default());
         let mut all = Output::default();
         let mut offsets = [0u64; 2];
         for &(direction, ts, data, missing) in steps {
@@ -455,6 +472,36 @@ mod tests {
         assert!(out.exchanges.is_empty());
         let out = run(SERVER, &[(IN, 1, b"GET / HTTP/1.1\r\nHost: a", 0)], true);
         assert_eq!(out.errors, ["incomplete_head"]);
+    }
+
+    #[test]
+    fn body_prefixes_only_when_opted_in_and_bounded() {
+        let steps: &[(Direction, u64, &[u8], u64)] = &[
+            (OUT, 1, b"POST /x HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world", 0),
+            (IN, 2, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n", 0),
+        ];
+        let out = run(CLIENT, steps, false);
+        assert!(out.exchanges[0].request_body.is_empty());
+        let mut s = Session::new(
+            CLIENT,
+            Capture {
+                headers: std::sync::Arc::from(Vec::new()),
+                body_bytes: 5,
+            },
+        );
+        let mut exchanges = Vec::new();
+        for &(direction, ts, data, missing) in steps {
+            let chunk = Chunk {
+                ts_ns: ts,
+                offset: 0,
+                data: data.to_vec(),
+                missing,
+            };
+            exchanges.extend(s.push(direction, &chunk).exchanges);
+        }
+        assert_eq!(exchanges[0].request_body, b"hello");
+        assert_eq!(exchanges[0].response_body, b"abcde", "de-chunked");
+        assert_eq!(exchanges[0].response_body_bytes, 7);
     }
 
     #[test]
