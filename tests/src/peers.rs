@@ -14,22 +14,27 @@ pub struct PyServer {
     pub port: u16,
 }
 
+/// Starts a server that prints `listening <port>` once ready.
+pub fn spawn_listening(cmd: &mut Command) -> (Child, u16) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{cmd:?} said {line:?}"));
+    (child, port)
+}
+
 impl PyServer {
     pub fn start() -> PyServer {
-        let mut child = Command::new("python3")
-            .arg(SERVER)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 http_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .expect("port");
+        let (child, port) = spawn_listening(Command::new("python3").arg(SERVER));
         PyServer { child, port }
     }
 

@@ -548,21 +548,9 @@ struct HyperServer {
 
 impl HyperServer {
     fn start() -> HyperServer {
-        use std::io::BufRead as _;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_http_peer"))
-            .arg("server")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("http_peer server");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .expect("port");
+        let (child, port) = e2e::peers::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_http_peer")).arg("server"),
+        );
         HyperServer { child, port }
     }
 }

@@ -42,19 +42,13 @@ pub fn prepare() -> anyhow::Result<()> {
     ]))
 }
 
-pub fn run(iterations: u64) -> anyhow::Result<()> {
-    let off = run_bench(iterations)?;
-
+/// Starts the release agent with JSON logs and `args`, and waits until it
+/// captures; returns it and its log lines.
+pub fn start_agent(args: &[&str]) -> anyhow::Result<(std::process::Child, mpsc::Receiver<String>)> {
     let agent = workspace_root().join("target/release/agent");
     let mut child = Command::new(&agent)
-        .args([
-            "--log-format",
-            "json",
-            "--stdout",
-            "off",
-            "--prometheus-listen",
-            "off",
-        ])
+        .args(["--log-format", "json"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -71,9 +65,15 @@ pub fn run(iterations: u64) -> anyhow::Result<()> {
             .recv_timeout(Duration::from_secs(30))
             .context("agent did not start capturing")?;
         if line.contains("capturing socket I/O") {
-            break;
+            return Ok((child, rx));
         }
     }
+}
+
+pub fn run(iterations: u64) -> anyhow::Result<()> {
+    let off = run_bench(iterations)?;
+
+    let (mut child, rx) = start_agent(&["--stdout", "off", "--prometheus-listen", "off"])?;
     let on = run_bench(iterations);
     // SAFETY: signalling our own child.
     unsafe { libc_kill(child.id() as i32, 15) };

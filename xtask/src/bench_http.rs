@@ -7,7 +7,6 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
     process::{Child, Command, Stdio},
-    sync::mpsc,
     thread,
     time::Duration,
 };
@@ -133,36 +132,11 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut agent = Command::new(root.join("target/release/agent"))
-        .args([
-            "--stdout",
-            "off",
-            "--log-format",
-            "json",
-            "--prometheus-listen",
-        ])
-        .arg(format!("127.0.0.1:{metrics_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the agent (as root?)")?;
-    let stderr = agent.stderr.take().context("agent stderr")?;
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let (agent, _logs) =
+        crate::bench::start_agent(&["--stdout", "off", "--prometheus-listen", &metrics_addr])?;
     let agent_pid = agent.id();
     let agent = Killed(agent);
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("agent did not start")?;
-        if line.contains("capturing socket I/O") {
-            break;
-        }
-    }
     let before = scrape(metrics_port)?;
     let cpu_before = cpu_seconds(agent_pid)?;
     let on = wrk(&url, seconds)?;

@@ -290,6 +290,28 @@ impl SpanSink {
     }
 }
 
+/// Builds an opentelemetry-otlp exporter (span or metric: their builders share
+/// these methods but no trait) for a protocol, with an explicit endpoint or the
+/// one the crate resolves from the environment.
+macro_rules! build_exporter {
+    ($builder:expr, $protocol:expr, $timeout:expr, $endpoint:expr) => {
+        match ($protocol, $endpoint) {
+            (Protocol::Grpc, None) => $builder.with_tonic().with_timeout($timeout).build(),
+            (Protocol::Grpc, Some(e)) => $builder
+                .with_tonic()
+                .with_timeout($timeout)
+                .with_endpoint(e)
+                .build(),
+            (Protocol::HttpProtobuf, None) => $builder.with_http().with_timeout($timeout).build(),
+            (Protocol::HttpProtobuf, Some(e)) => $builder
+                .with_http()
+                .with_timeout($timeout)
+                .with_endpoint(e)
+                .build(),
+        }
+    };
+}
+
 /// How long the last flush at shutdown may take (stop must finish within 2 s).
 const FINAL_FLUSH: Duration = Duration::from_millis(800);
 
@@ -300,23 +322,12 @@ pub fn spawn_spans(
     settings: &OtlpSettings,
     metrics: Arc<SelfMetrics>,
 ) -> anyhow::Result<(SpanSink, tokio::task::JoinHandle<()>)> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let timeout = settings.batching.timeout;
-    let endpoint = settings.traces_endpoint.clone();
-    let exporter = match (protocol, endpoint) {
-        (Protocol::Grpc, None) => builder.with_tonic().with_timeout(timeout).build(),
-        (Protocol::Grpc, Some(e)) => builder
-            .with_tonic()
-            .with_timeout(timeout)
-            .with_endpoint(e)
-            .build(),
-        (Protocol::HttpProtobuf, None) => builder.with_http().with_timeout(timeout).build(),
-        (Protocol::HttpProtobuf, Some(e)) => builder
-            .with_http()
-            .with_timeout(timeout)
-            .with_endpoint(e)
-            .build(),
-    }
+    let exporter = build_exporter!(
+        opentelemetry_otlp::SpanExporter::builder(),
+        protocol,
+        settings.batching.timeout,
+        settings.traces_endpoint.clone()
+    )
     .context("building the OTLP span exporter")?;
     let (tx, rx) = mpsc::channel(settings.batching.max_queue);
     let task = SpanExport {
@@ -594,23 +605,12 @@ pub fn spawn_metrics(
     metrics: Arc<SelfMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<OtlpMetrics>, tokio::task::JoinHandle<()>)> {
-    let builder = MetricExporter::builder();
-    let timeout = settings.batching.timeout;
-    let endpoint = settings.metrics_endpoint.clone();
-    let exporter = match (protocol, endpoint) {
-        (Protocol::Grpc, None) => builder.with_tonic().with_timeout(timeout).build(),
-        (Protocol::Grpc, Some(e)) => builder
-            .with_tonic()
-            .with_timeout(timeout)
-            .with_endpoint(e)
-            .build(),
-        (Protocol::HttpProtobuf, None) => builder.with_http().with_timeout(timeout).build(),
-        (Protocol::HttpProtobuf, Some(e)) => builder
-            .with_http()
-            .with_timeout(timeout)
-            .with_endpoint(e)
-            .build(),
-    }
+    let exporter = build_exporter!(
+        MetricExporter::builder(),
+        protocol,
+        settings.batching.timeout,
+        settings.metrics_endpoint.clone()
+    )
     .context("building the OTLP metric exporter")?;
     let otlp = Arc::new(OtlpMetrics {
         services: Mutex::new(HashMap::new()),
@@ -619,6 +619,7 @@ pub fn spawn_metrics(
     });
     let collected = Arc::clone(&otlp);
     let interval = settings.metric_interval;
+    let timeout = settings.batching.timeout;
     let handle = tokio::spawn(async move {
         let mut health = Health::default();
         let mut tick = tokio::time::interval(interval);
