@@ -234,3 +234,167 @@ fn says_what_to_mount_when_tracefs_cannot_be_mounted() {
     );
     assert!(text.contains("agent cannot run"));
 }
+
+/// A minimal OTLP/HTTP receiver: records (path, headers, gunzipped body).
+fn otlp_http_receiver() -> (
+    u16,
+    mpsc::Receiver<(String, Vec<(String, String)>, Vec<u8>)>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = request_line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).expect("header");
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                        }
+                    }
+                    let len: usize = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).expect("body");
+                    if headers
+                        .iter()
+                        .any(|(k, v)| k == "content-encoding" && v == "gzip")
+                    {
+                        let mut plain = Vec::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_end(&mut plain)
+                            .expect("gunzip");
+                        body = plain;
+                    }
+                    let _ = tx.send((path, headers, body));
+                    let stream = reader.get_mut();
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn otlp_is_configured_by_the_standard_environment_variables() {
+    use prost::Message as _;
+    if !privileged("otlp_is_configured_by_the_standard_environment_variables") {
+        return;
+    }
+    let (otlp_port, received) = otlp_http_receiver();
+    // A tiny HTTP server in this process (which is not the agent: it is traced).
+    let app = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app_port = app.local_addr().expect("addr").port();
+    let mut child = Command::new(AGENT)
+        .args([
+            "--log-format",
+            "json",
+            "--prometheus-listen",
+            "off",
+            "--port",
+            &app_port.to_string(),
+        ])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{otlp_port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team-a")
+        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    wait_line(&stderr, "capturing", |l| l.contains("capturing socket I/O"));
+
+    let server = thread::spawn(move || {
+        let (mut conn, _) = app.accept().expect("accept");
+        let mut buf = [0u8; 1024];
+        let n = conn.read(&mut buf).expect("read");
+        assert!(buf[..n].starts_with(b"GET /cli/7 HTTP/1.1"));
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .expect("write");
+    });
+    let mut client = TcpStream::connect(("127.0.0.1", app_port)).expect("connect");
+    client
+        .write_all(b"GET /cli/7 HTTP/1.1\r\nHost: app\r\n\r\n")
+        .expect("request");
+    let mut response = [0u8; 64];
+    let _ = client.read(&mut response).expect("response");
+    server.join().expect("server");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut names = Vec::new();
+    while names.len() < 2 && Instant::now() < deadline {
+        let Ok((path, headers, body)) = received.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        assert_eq!(path, "/v1/traces");
+        assert!(
+            headers.contains(&("x-tenant".into(), "team-a".into())),
+            "{headers:?}"
+        );
+        assert!(
+            headers.contains(&("content-encoding".into(), "gzip".into())),
+            "{headers:?}"
+        );
+        let request =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &body[..],
+            )
+            .expect("protobuf");
+        for rs in &request.resource_spans {
+            let resource = rs.resource.as_ref().expect("resource");
+            assert!(
+                resource
+                    .attributes
+                    .iter()
+                    .any(|a| a.key == "deployment.environment")
+            );
+            names.extend(
+                rs.scope_spans
+                    .iter()
+                    .flat_map(|s| s.spans.iter().map(|s| s.name.clone())),
+            );
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["GET /cli/{id}", "GET /cli/{id}"],
+        "server and client span"
+    );
+    // With an OTLP traces endpoint, stdout carries no spans by default.
+    assert!(stdout.try_recv().is_err());
+    let (status, took) = terminate(&mut child);
+    assert!(status.success());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}

@@ -292,22 +292,16 @@ impl SpanSink {
 
 /// Builds an opentelemetry-otlp exporter (span or metric: their builders share
 /// these methods but no trait) for a protocol, with an explicit endpoint or the
-/// one the crate resolves from the environment.
+/// one the crate resolves from the environment. Nothing else is set in code:
+/// programmatic settings would override `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// `_HEADERS` and `_COMPRESSION`, which the crate reads itself.
 macro_rules! build_exporter {
-    ($builder:expr, $protocol:expr, $timeout:expr, $endpoint:expr) => {
+    ($builder:expr, $protocol:expr, $endpoint:expr) => {
         match ($protocol, $endpoint) {
-            (Protocol::Grpc, None) => $builder.with_tonic().with_timeout($timeout).build(),
-            (Protocol::Grpc, Some(e)) => $builder
-                .with_tonic()
-                .with_timeout($timeout)
-                .with_endpoint(e)
-                .build(),
-            (Protocol::HttpProtobuf, None) => $builder.with_http().with_timeout($timeout).build(),
-            (Protocol::HttpProtobuf, Some(e)) => $builder
-                .with_http()
-                .with_timeout($timeout)
-                .with_endpoint(e)
-                .build(),
+            (Protocol::Grpc, None) => $builder.with_tonic().build(),
+            (Protocol::Grpc, Some(e)) => $builder.with_tonic().with_endpoint(e).build(),
+            (Protocol::HttpProtobuf, None) => $builder.with_http().build(),
+            (Protocol::HttpProtobuf, Some(e)) => $builder.with_http().with_endpoint(e).build(),
         }
     };
 }
@@ -325,7 +319,6 @@ pub fn spawn_spans(
     let exporter = build_exporter!(
         opentelemetry_otlp::SpanExporter::builder(),
         protocol,
-        settings.batching.timeout,
         settings.traces_endpoint.clone()
     )
     .context("building the OTLP span exporter")?;
@@ -608,7 +601,6 @@ pub fn spawn_metrics(
     let exporter = build_exporter!(
         MetricExporter::builder(),
         protocol,
-        settings.batching.timeout,
         settings.metrics_endpoint.clone()
     )
     .context("building the OTLP metric exporter")?;
