@@ -235,11 +235,11 @@ fn says_what_to_mount_when_tracefs_cannot_be_mounted() {
     assert!(text.contains("agent cannot run"));
 }
 
-/// A minimal OTLP/HTTP receiver: records (path, headers, gunzipped body).
-fn otlp_http_receiver() -> (
-    u16,
-    mpsc::Receiver<(String, Vec<(String, String)>, Vec<u8>)>,
-) {
+/// One request an OTLP/HTTP receiver got: path, headers, gunzipped body.
+type Received = (String, Vec<(String, String)>, Vec<u8>);
+
+/// A minimal OTLP/HTTP receiver.
+fn otlp_http_receiver() -> (u16, mpsc::Receiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = mpsc::channel();
