@@ -96,9 +96,12 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
 #[inline(always)]
 pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before the entry is removed.
-    let call = match unsafe { ACTIVE.get(pid_tgid) } {
-        Some(call) => *call,
+    let call = match ACTIVE.get_ptr(pid_tgid) {
+        // Copied with a volatile read *before* the entry is removed: through a
+        // shared reference the compiler may sink the loads past the delete and
+        // read a freed element (seen: dig's sendmmsg was lost that way).
+        // SAFETY: the pointer comes from a successful lookup.
+        Some(call) => unsafe { core::ptr::read_volatile(call) },
         None => {
             // Enter always stores state for these; for the others a miss just
             // means the fd was not a socket.
@@ -197,10 +200,12 @@ fn on_close(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
         tgid: (pid_tgid >> 32) as u32,
         fd: call.fd,
     };
-    // SAFETY: copied out before removal.
-    let Some(info) = (unsafe { SOCKETS.get(key) }).copied() else {
+    // Volatile copy before removal (see `on_exit`).
+    let Some(ptr) = SOCKETS.get_ptr(key) else {
         return Ok(());
     };
+    // SAFETY: the pointer comes from a successful lookup.
+    let info = unsafe { core::ptr::read_volatile(ptr) };
     let _ = SOCKETS.remove(key);
     if info.flags & flags::IGNORED != 0 {
         return Ok(());
