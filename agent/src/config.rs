@@ -92,6 +92,12 @@ pub struct Cli {
     /// (`http.*.body.content`; at most 4096). Off: bodies hold personal data.
     #[arg(long, env = "AGENT_CAPTURE_BODY_BYTES")]
     pub capture_body_bytes: Option<usize>,
+    /// Resolver ports: DNS lookups are traced on connections to them (repeatable).
+    #[arg(long = "dns-port", env = "AGENT_DNS_PORTS", value_delimiter = ',')]
+    pub dns_ports: Vec<u16>,
+    /// A DNS query without an answer for this long is a timed-out lookup (ms).
+    #[arg(long, env = "AGENT_DNS_TIMEOUT_MS")]
+    pub dns_timeout_ms: Option<u64>,
     /// Payload bytes captured per syscall (at most 8192).
     #[arg(long, env = "AGENT_CAPTURE_BYTES")]
     pub capture_bytes: Option<u32>,
@@ -146,6 +152,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub capture_headers: Vec<String>,
     pub capture_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub dns_ports: Vec<u16>,
+    pub dns_timeout_ms: Option<u64>,
     pub capture_bytes: Option<u32>,
     pub ring_buffer_per_cpu_kib: Option<u32>,
     pub ring_buffer_budget_mib: Option<u32>,
@@ -181,6 +190,8 @@ pub struct Settings {
     pub capture_query: bool,
     pub capture_headers: Vec<String>,
     pub capture_body_bytes: usize,
+    pub dns_ports: Vec<u16>,
+    pub dns_timeout_ms: u64,
     pub capture_bytes: u32,
     pub ring_buffer_per_cpu_kib: u32,
     pub ring_buffer_budget_mib: u32,
@@ -212,6 +223,8 @@ impl Default for Settings {
             capture_query: false,
             capture_headers: Vec::new(),
             capture_body_bytes: 0,
+            dns_ports: vec![53],
+            dns_timeout_ms: 5000,
             capture_bytes: DEFAULT_CAPTURE_BYTES,
             ring_buffer_per_cpu_kib: 1024,
             ring_buffer_budget_mib: 64,
@@ -319,6 +332,15 @@ impl Settings {
             capture_query: cli.capture_query || file.capture_query.unwrap_or(false),
             capture_headers: pick_list(cli.capture_headers, file.capture_headers),
             capture_body_bytes: pick!(capture_body_bytes),
+            dns_ports: {
+                let ports = pick_list(cli.dns_ports, file.dns_ports);
+                if ports.is_empty() {
+                    d.dns_ports.clone()
+                } else {
+                    ports
+                }
+            },
+            dns_timeout_ms: pick!(dns_timeout_ms),
             capture_bytes: pick!(capture_bytes),
             ring_buffer_per_cpu_kib: pick!(ring_buffer_per_cpu_kib),
             ring_buffer_budget_mib: pick!(ring_buffer_budget_mib),

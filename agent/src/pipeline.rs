@@ -135,6 +135,8 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
             capture_query: settings.capture_query,
             capture_headers: settings.capture_headers.clone(),
             capture_body_bytes: settings.capture_body_bytes,
+            dns_ports: settings.dns_ports.clone(),
+            dns_timeout_ns: settings.dns_timeout_ms * 1_000_000,
             route_patterns: settings.routes.clone(),
             max_routes: settings.max_routes,
             max_series: settings.max_series,
@@ -144,15 +146,17 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     );
     let prometheus = match settings.prometheus_listen {
         Some(addr) => {
-            let (http, self_metrics, capture) = (
+            let (http, dns, self_metrics, capture) = (
                 Arc::clone(&tracker.metrics),
+                Arc::clone(&tracker.dns_metrics),
                 Arc::clone(&metrics),
                 Arc::clone(&capture),
             );
             let render: prometheus_server::Render = Arc::new(move || {
                 let snapshot = self_metrics.snapshot(locked(&capture).losses());
                 let http = http.lock().unwrap_or_else(PoisonError::into_inner);
-                crate::metrics::prometheus::render(&http, &snapshot)
+                let dns = dns.lock().unwrap_or_else(PoisonError::into_inner);
+                crate::metrics::prometheus::render(&http, &dns, &snapshot)
             });
             let bound = prometheus_server::serve(addr, render, shutdown_rx.clone()).await?;
             tracing::info!(address = %bound, "Prometheus metrics at http://{bound}/metrics");
@@ -253,6 +257,12 @@ impl Processor {
                 },
                 Some(resolution) = resolved.recv() => self.apply_resolution(resolution),
                 _ = tick.tick() => {
+                    let mut spans = Vec::new();
+                    self.tracker.expire(monotonic_ns(), &mut spans);
+                    for span in spans {
+                        self.emit_span(span);
+                    }
+                    self.flush();
                     SelfMetrics::set(&self.metrics.queue_len, events.len() as u64);
                     SelfMetrics::set(&self.metrics.connections_tracked, self.table.len() as u64);
                     SelfMetrics::set(&self.metrics.stream_bytes_buffered, self.table.buffered() as u64);

@@ -58,6 +58,8 @@ pub struct SelfMetrics {
     pub spans_export_dropped: AtomicU64,
     /// Measurements of services beyond the OTLP metrics service cap.
     pub metrics_services_overflowed: AtomicU64,
+    /// DNS queries pushed out of the full pending-query table.
+    pub dns_pending_evicted: AtomicU64,
     /// Parse errors by (protocol, reason).
     parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -104,6 +106,7 @@ impl SelfMetrics {
             spans_exported: get(&self.spans_exported),
             spans_export_dropped: get(&self.spans_export_dropped),
             metrics_services_overflowed: get(&self.metrics_services_overflowed),
+            dns_pending_evicted: get(&self.dns_pending_evicted),
             parse_errors: self
                 .parse_errors
                 .lock()
@@ -140,6 +143,7 @@ pub struct Snapshot {
     pub spans_exported: u64,
     pub spans_export_dropped: u64,
     pub metrics_services_overflowed: u64,
+    pub dns_pending_evicted: u64,
     /// Parse errors by (protocol, reason).
     pub parse_errors: Vec<((&'static str, &'static str), u64)>,
     /// Per-reason kernel counters (`agent_common::Loss`), summed over CPUs.

@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use opentelemetry::{
     InstrumentationScope, KeyValue,
-    metrics::{Histogram, MeterProvider as _},
+    metrics::{Counter, Histogram, MeterProvider as _},
     trace::{
         SpanContext as OtelContext, SpanId, SpanKind as OtelKind, Status as OtelStatus, TraceFlags,
         TraceId, TraceState,
@@ -228,6 +228,15 @@ fn span_data(span: &Span) -> SpanData {
             .map(|(k, v)| match v {
                 Value::Str(s) => KeyValue::new(k.to_string(), s.clone()),
                 Value::Int(i) => KeyValue::new(k.to_string(), *i),
+                Value::StrArray(a) => KeyValue::new(
+                    k.to_string(),
+                    opentelemetry::Value::Array(
+                        a.iter()
+                            .map(|s| s.clone().into())
+                            .collect::<Vec<opentelemetry::StringValue>>()
+                            .into(),
+                    ),
+                ),
             })
             .collect(),
         dropped_attributes_count: 0,
@@ -465,6 +474,8 @@ struct ServiceMeters {
     duration: [Histogram<f64>; 2],
     request_size: [Histogram<u64>; 2],
     response_size: [Histogram<u64>; 2],
+    dns_duration: Histogram<f64>,
+    dns_responses: Counter<u64>,
 }
 
 /// Services with their own meter provider; more share no metrics (counted).
@@ -539,13 +550,19 @@ impl OtlpMetrics {
                     "Size of HTTP client response bodies.",
                 ),
             ],
+            dns_duration: duration("dns.lookup.duration", "Duration of DNS lookups."),
+            dns_responses: meter
+                .u64_counter("dns.responses")
+                .with_description("DNS responses by response code.")
+                .build(),
             _provider: provider,
             reader,
         }
     }
 
-    /// Records an HTTP span (every span, sampled or not).
-    pub fn record(&self, span: &Span) {
+    /// Runs `f` with the meters of the span's service (created on first use,
+    /// up to `MAX_SERVICES`).
+    fn with_meters(&self, span: &Span, f: impl FnOnce(&ServiceMeters)) {
         let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         let key = &span.resource.service_instance_id;
         if !services.contains_key(key) {
@@ -558,9 +575,13 @@ impl OtlpMetrics {
                 OtlpMetrics::meters(&span.resource, &self.extra),
             );
         }
-        let Some(meters) = services.get(key) else {
-            return;
-        };
+        if let Some(meters) = services.get(key) {
+            f(meters);
+        }
+    }
+
+    /// Records an HTTP span (every span, sampled or not).
+    pub fn record(&self, span: &Span) {
         let attrs: Vec<KeyValue> = labels(span)
             .into_iter()
             .filter(|(k, _)| *k != "service.name")
@@ -576,9 +597,32 @@ impl OtlpMetrics {
             _ => 0,
         };
         let i = index(span.kind);
-        meters.duration[i].record(span.duration_ns() as f64 / 1e9, &attrs);
-        meters.request_size[i].record(size("http.request.body.size"), &attrs);
-        meters.response_size[i].record(size("http.response.body.size"), &attrs);
+        self.with_meters(span, |meters| {
+            meters.duration[i].record(span.duration_ns() as f64 / 1e9, &attrs);
+            meters.request_size[i].record(size("http.request.body.size"), &attrs);
+            meters.response_size[i].record(size("http.response.body.size"), &attrs);
+        });
+    }
+
+    /// Records a DNS lookup span.
+    pub fn record_dns(&self, span: &Span) {
+        let text = |k: &'static str| match span.attribute(k) {
+            Some(Value::Str(s)) => Some(KeyValue::new(k, s.clone())),
+            _ => None,
+        };
+        let attrs: Vec<KeyValue> = ["dns.question.type", "server.address", "error.type"]
+            .into_iter()
+            .filter_map(text)
+            .collect();
+        let code: Vec<KeyValue> = text("dns.response.code").into_iter().collect();
+        self.with_meters(span, |meters| {
+            meters
+                .dns_duration
+                .record(span.duration_ns() as f64 / 1e9, &attrs);
+            if !code.is_empty() {
+                meters.dns_responses.add(1, &code);
+            }
+        });
     }
 
     fn readers(&self) -> Vec<SharedReader> {

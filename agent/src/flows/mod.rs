@@ -1,6 +1,8 @@
 //! From connection bytes to flows: protocol detection per connection, the HTTP/1
-//! session, span contexts (W3C trace context, parent by serving thread), spans,
-//! RED metrics and sampling.
+//! session and DNS lookups, span contexts (W3C trace context, parent by serving
+//! thread), spans, RED metrics and sampling.
+
+pub mod dns;
 
 use std::{
     collections::VecDeque,
@@ -16,6 +18,7 @@ use crate::{
     conn::{Chunk, Conn, Role},
     discovery::{Discovery, Resource},
     export::otlp::OtlpMetrics,
+    metrics::dns::DnsMetrics,
     metrics::http::HttpMetrics,
     protocols::http1::{Capture, Output, Session, Started},
     self_metrics::SelfMetrics,
@@ -39,6 +42,8 @@ pub enum Protocol {
     /// Not known yet; counts the chunks tried.
     Detecting(u8),
     Http1(Box<Http1Conn>),
+    /// A connection to a DNS resolver.
+    Dns(Box<dns::DnsConn>),
     /// Nothing the agent parses: its bytes are dropped unread.
     Other,
 }
@@ -73,6 +78,10 @@ pub struct TrackerSettings {
     pub route_patterns: Vec<String>,
     pub max_routes: usize,
     pub max_series: usize,
+    /// Resolver ports (DNS lookups are traced on connections to them).
+    pub dns_ports: Vec<u16>,
+    /// A query without an answer for this long is a timed-out lookup.
+    pub dns_timeout_ns: u64,
 }
 
 pub struct Tracker {
@@ -88,6 +97,8 @@ pub struct Tracker {
     pub metrics: Arc<Mutex<HttpMetrics>>,
     /// The same measurements for OTLP, when enabled.
     otlp_metrics: Option<Arc<OtlpMetrics>>,
+    dns: dns::DnsLookups,
+    pub dns_metrics: Arc<Mutex<DnsMetrics>>,
     self_metrics: Arc<SelfMetrics>,
 }
 
@@ -115,6 +126,8 @@ impl Tracker {
             clock: WallClock::new(),
             metrics: Arc::new(Mutex::new(HttpMetrics::new(settings.max_series))),
             otlp_metrics,
+            dns: dns::DnsLookups::new(settings.dns_ports.clone(), settings.dns_timeout_ns),
+            dns_metrics: Arc::new(Mutex::new(DnsMetrics::new(settings.max_series))),
             self_metrics,
         }
     }
@@ -131,6 +144,24 @@ impl Tracker {
     ) {
         let (peer, local, pid) = (conn.peer, conn.local, conn.key.tgid);
         for chunk in chunks {
+            if matches!(conn.protocol, Protocol::Detecting(_)) && self.dns.is_resolver(conn.peer) {
+                let tcp = conn.transport == Some(crate::conn::Transport::Tcp);
+                let resource = self.discovery.resource(pid, &conn.comm);
+                conn.protocol = Protocol::Dns(Box::new(dns::DnsConn::new(tcp, resource)));
+            }
+            if let Protocol::Dns(d) = &mut conn.protocol {
+                for message in d.messages(direction, &chunk) {
+                    let seen = dns::Seen {
+                        conn: conn.key,
+                        direction,
+                        bytes: &message,
+                        ts_ns: chunk.ts_ns,
+                        server: conn.peer,
+                    };
+                    self.on_dns(&seen, d, tid, out);
+                }
+                continue;
+            }
             if let Protocol::Detecting(tries) = &mut conn.protocol {
                 if !Session::detect(&chunk.data) {
                     *tries += 1;
@@ -238,14 +269,66 @@ impl Tracker {
         }
     }
 
-    fn new_root(&mut self) -> SpanContext {
-        SpanContext {
-            trace_id: self.ids.trace_id(),
-            span_id: self.ids.span_id(),
-            parent_span_id: None,
-            trace_flags: 1,
-            trace_state: None,
+    fn on_dns(&mut self, seen: &dns::Seen<'_>, conn: &dns::DnsConn, tid: u32, out: &mut Vec<Span>) {
+        let active = self.active.get(&tid).cloned();
+        let ids = &mut self.ids;
+        let outcome = self
+            .dns
+            .on_message(seen, conn, || child_of(active.as_ref(), ids));
+        match outcome {
+            dns::Outcome::Answered(answered) => {
+                let (pending, response, end_ns) = *answered;
+                self.finish_dns(pending, Some(response), end_ns, out);
+            }
+            dns::Outcome::Malformed => self.self_metrics.parse_error("dns", "malformed"),
+            dns::Outcome::Unmatched => self.self_metrics.parse_error("dns", "unmatched_response"),
+            dns::Outcome::Query | dns::Outcome::Ignored => {}
         }
+        SelfMetrics::set(&self.self_metrics.dns_pending_evicted, self.dns.evicted);
+    }
+
+    /// Lookups that timed out by `now_ns` (monotonic); a timed-out lookup's span
+    /// ends when the agent gave up on it.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Span>) {
+        for pending in self.dns.expire(now_ns) {
+            self.finish_dns(pending, None, now_ns, out);
+        }
+    }
+
+    fn finish_dns(
+        &mut self,
+        p: dns::Pending,
+        response: Option<crate::protocols::dns::DnsMessage>,
+        end_ns: u64,
+        out: &mut Vec<Span>,
+    ) {
+        let s = crate::spans::dns::span(crate::spans::dns::DnsLookup {
+            question: p.question,
+            start_ns: self.clock.unix_ns(p.start_ns),
+            end_ns: self.clock.unix_ns(end_ns),
+            response,
+            server: p.server,
+            transport: p.transport,
+            resource: p.resource,
+            context: p.context,
+        });
+        self.dns_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(&s);
+        if let Some(otlp) = &self.otlp_metrics {
+            otlp.record_dns(&s);
+        }
+        if self.sampler.keep(&s, None) {
+            SelfMetrics::add(&self.self_metrics.spans_kept, 1);
+            out.push(s);
+        } else {
+            SelfMetrics::add(&self.self_metrics.spans_sampled_out, 1);
+        }
+    }
+
+    fn new_root(&mut self) -> SpanContext {
+        child_of(None, &mut self.ids)
     }
 
     /// The span context of a request that just started on thread `tid`.
@@ -281,25 +364,37 @@ impl Tracker {
                 Some(tp.flags & 1 == 1),
             ),
             // A call made by a thread while it serves a request is its child.
-            (SpanKind::Client, None) => match self.active.get(&tid).cloned() {
-                Some(parent) => (
-                    SpanContext {
-                        trace_id: parent.trace_id,
-                        span_id: self.ids.span_id(),
-                        parent_span_id: Some(parent.span_id),
-                        trace_flags: parent.trace_flags,
-                        trace_state: parent.trace_state,
-                    },
-                    None,
-                ),
-                None => (self.new_root(), None),
-            },
+            (SpanKind::Client, None) => {
+                let parent = self.active.get(&tid).cloned();
+                (child_of(parent.as_ref(), &mut self.ids), None)
+            }
             (SpanKind::Server, None) => (self.new_root(), None),
         };
         if kind == SpanKind::Server {
             self.active.put(tid, context.clone());
         }
         (context, sampled)
+    }
+}
+
+/// A call made by a thread: the child of the server span it serves, if any, else
+/// the root of a new trace.
+fn child_of(parent: Option<&SpanContext>, ids: &mut IdGenerator) -> SpanContext {
+    match parent {
+        Some(parent) => SpanContext {
+            trace_id: parent.trace_id,
+            span_id: ids.span_id(),
+            parent_span_id: Some(parent.span_id),
+            trace_flags: parent.trace_flags,
+            trace_state: parent.trace_state.clone(),
+        },
+        None => SpanContext {
+            trace_id: ids.trace_id(),
+            span_id: ids.span_id(),
+            parent_span_id: None,
+            trace_flags: 1,
+            trace_state: None,
+        },
     }
 }
 

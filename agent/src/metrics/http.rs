@@ -49,6 +49,7 @@ pub fn labels(span: &Span) -> Labels {
                     match v {
                         Value::Str(s) => s.clone(),
                         Value::Int(i) => i.to_string(),
+                        Value::StrArray(a) => a.join(","),
                     },
                 )
             })

@@ -7,6 +7,7 @@
 //! `_` for `.`). When a metric reaches its series cap, new label sets go to one
 //! series with only `otel.metric.overflow="true"`, as the OTel SDKs do.
 
+pub mod dns;
 pub mod http;
 pub mod prometheus;
 
@@ -126,6 +127,39 @@ impl HistogramFamily {
     /// Total measurements over all series.
     pub fn total(&self) -> u64 {
         self.series.values().map(|h| h.count).sum()
+    }
+}
+
+/// One counter metric and its series.
+#[derive(Debug)]
+pub struct CounterFamily {
+    /// OTel name, e.g. `dns.responses`.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub series: BTreeMap<Labels, u64>,
+    max_series: usize,
+}
+
+impl CounterFamily {
+    pub fn new(name: &'static str, help: &'static str, max_series: usize) -> CounterFamily {
+        CounterFamily {
+            name,
+            help,
+            series: BTreeMap::new(),
+            max_series,
+        }
+    }
+
+    pub fn add(&mut self, mut labels: Labels, n: u64) {
+        labels.sort();
+        if let Some(v) = self.series.get_mut(&labels) {
+            *v += n;
+            return;
+        }
+        if self.series.len() + 1 >= self.max_series {
+            labels = vec![("otel.metric.overflow", "true".to_string())];
+        }
+        *self.series.entry(labels).or_default() += n;
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{HistogramFamily, http::HttpMetrics};
+use super::{CounterFamily, HistogramFamily, dns::DnsMetrics, http::HttpMetrics};
 use crate::self_metrics::Snapshot;
 
 /// A Prometheus metric or label name from an OTel name.
@@ -126,12 +126,23 @@ pub fn resident_bytes() -> u64 {
     pages * u64::try_from(page).unwrap_or(4096)
 }
 
+fn counter(out: &mut String, family: &CounterFamily) {
+    let name = format!("{}_total", sanitize(family.name));
+    let _ = writeln!(out, "# HELP {name} {}", family.help);
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (labels, n) in &family.series {
+        let _ = writeln!(out, "{name}{} {n}", label_set(labels, None));
+    }
+}
+
 /// The whole exposition.
-pub fn render(http: &HttpMetrics, s: &Snapshot) -> String {
+pub fn render(http: &HttpMetrics, dns: &DnsMetrics, s: &Snapshot) -> String {
     let mut out = String::new();
     for family in http.families() {
         histogram(&mut out, family);
     }
+    histogram(&mut out, &dns.duration);
+    counter(&mut out, &dns.responses);
     scalar(
         &mut out,
         "agent_events_received_total",
@@ -163,6 +174,7 @@ pub fn render(http: &HttpMetrics, s: &Snapshot) -> String {
     dropped.push(("resolver_full".into(), s.dropped_resolver_full));
     dropped.push(("span_queue_full".into(), s.dropped_span_queue_full));
     dropped.push(("span_export".into(), s.spans_export_dropped));
+    dropped.push(("dns_pending_full".into(), s.dns_pending_evicted));
     dropped.push((
         "metrics_services_overflow".into(),
         s.metrics_services_overflowed,
@@ -301,7 +313,7 @@ mod tests {
             .record(vec![("http.route", "/a".into())], 0.003);
         http.server_duration
             .record(vec![("http.route", "/a".into())], 0.2);
-        let text = render(&http, &Snapshot::default());
+        let text = render(&http, &DnsMetrics::new(10), &Snapshot::default());
         assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
         assert!(text.contains(
             "http_server_request_duration_seconds_bucket{http_route=\"/a\",le=\"0.005\"} 1"

@@ -2,4 +2,5 @@
 //! Nothing here touches the kernel, the network or the clock, so every parser is
 //! unit-tested on fixtures and fuzzed (`agent/fuzz`).
 
+pub mod dns;
 pub mod http1;

@@ -2,6 +2,7 @@
 //! as JSON lines (`--stdout spans`) and exported over OTLP.
 
 pub mod context;
+pub mod dns;
 pub mod http;
 pub mod route;
 pub mod sampler;
@@ -33,6 +34,7 @@ pub enum Status {
 pub enum Value {
     Str(String),
     Int(i64),
+    StrArray(Vec<String>),
 }
 
 /// Where a span sits in its trace.
