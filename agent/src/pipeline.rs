@@ -319,7 +319,11 @@ impl Processor {
             let known = self.table.get(&key).is_some_and(|c| c.local.is_some());
             if known {
                 // Nothing left to resolve.
-            } else if self.filter.has_port_filter() {
+            } else if self.filter.has_port_filter()
+                && !self
+                    .filter
+                    .ports_allowed(self.table.get(&key).and_then(|c| c.peer), None)
+            {
                 // The port filter needs the local port before deciding.
                 for resolution in resolver::resolve_batch(&[key]) {
                     self.apply_resolution(resolution);
@@ -421,8 +425,14 @@ impl Processor {
                 }
             }
             Resolution::NotInet { key } => {
-                self.table.remove(&key);
-                locked(&self.capture).ignore(key.tgid, key.fd, key.conn_id);
+                // procfs answers after the fact: the fd may already be closed and
+                // reused. A connection whose IP peer the kernel reported is an IP
+                // socket whatever the fd is now; only discovered sockets without
+                // an address (Unix, netlink…) are dropped and ignored.
+                if self.table.get(&key).is_some_and(|c| c.peer.is_none()) {
+                    self.table.remove(&key);
+                    locked(&self.capture).ignore(key.tgid, key.fd, key.conn_id);
+                }
             }
             Resolution::Gone { .. } => {}
         }

@@ -1,0 +1,272 @@
+//! DNS end to end: a real DNS server (`dns_peer`, hickory-proto) on loopback,
+//! real clients (dig, glibc's getaddrinfo through getent), the real kernel
+//! programs, and one span per lookup. Needs root; skips with a message otherwise.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use agent::spans::{Span, Status, Value};
+use e2e::{Running, peers::spawn_listening, privileged, settings};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The DNS test server on `addr`, killed on drop.
+struct DnsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl DnsServer {
+    fn start(addr: &str) -> DnsServer {
+        let (child, port) = spawn_listening(Command::new(env!("CARGO_BIN_EXE_dns_peer")).arg(addr));
+        DnsServer { child, port }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs dig to completion; returns its pid and output.
+async fn dig(args: Vec<String>) -> (u32, String) {
+    tokio::task::spawn_blocking(move || {
+        let child = Command::new("dig")
+            .args(["+tries=1", "+time=1"])
+            .args(&args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dig (Debian package dnsutils)");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("dig output");
+        (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await
+    .expect("join")
+}
+
+fn text(span: &Span, key: &str) -> Option<String> {
+    match span.attribute(key) {
+        Some(Value::Str(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn one<'a>(spans: &'a [Span], pid: u32) -> &'a Span {
+    let mine: Vec<&Span> = spans.iter().filter(|s| s.resource.pid == pid).collect();
+    let seen: Vec<(u32, &str, Option<String>)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.resource.pid,
+                s.name.as_str(),
+                text(s, "dns.question.name"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "one lookup span for pid {pid}; spans: {seen:?}"
+    );
+    mine[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_lookups_become_one_span_each() {
+    if !privileged("dig_lookups_become_one_span_each") {
+        return;
+    }
+    let server = DnsServer::start("127.0.0.1:0");
+    let mut settings = settings();
+    settings.ports = vec![server.port];
+    settings.dns_ports = vec![server.port];
+    settings.dns_timeout_ms = 1500;
+    let mut agent = Running::start(settings).await.expect("agent starts");
+    let at = format!("@127.0.0.1");
+    let port = server.port.to_string();
+    let q = |name: &str, qtype: &str| {
+        vec![
+            at.clone(),
+            "-p".into(),
+            port.clone(),
+            name.into(),
+            qtype.into(),
+        ]
+    };
+
+    let (a, out) = dig(q("a.test", "A")).await;
+    assert!(out.contains("10.1.0.1"), "{out}");
+    let (aaaa, _) = dig(q("a.test", "AAAA")).await;
+    let (chain, _) = dig(q("www.test", "A")).await;
+    let (missing, _) = dig(q("missing.test", "A")).await;
+    let (broken, _) = dig(q("broken.test", "A")).await;
+    let (silent, _) = dig(q("silent.test", "A")).await;
+    let pids = [a, aaaa, chain, missing, broken, silent];
+    let spans = agent.spans_until(&pids, DEADLINE, |s| s.len() >= 6).await;
+
+    let s = one(&spans, a);
+    assert_eq!(s.name, "DNS A");
+    assert_eq!(text(s, "dns.question.name").as_deref(), Some("a.test"));
+    assert_eq!(text(s, "dns.response.code").as_deref(), Some("NOERROR"));
+    assert_eq!(
+        s.attribute("dns.answers"),
+        Some(&Value::StrArray(vec!["10.1.0.1".into()]))
+    );
+    assert_eq!(s.attribute("dns.answer.count"), Some(&Value::Int(1)));
+    assert_eq!(text(s, "network.transport").as_deref(), Some("udp"));
+    assert_eq!(
+        s.attribute("server.port"),
+        Some(&Value::Int(i64::from(server.port)))
+    );
+    assert_eq!(s.status, Status::Unset);
+    assert!(s.duration_ns() < 1_000_000_000);
+
+    let s = one(&spans, aaaa);
+    assert_eq!(s.name, "DNS AAAA");
+    assert_eq!(
+        s.attribute("dns.answers"),
+        Some(&Value::StrArray(vec!["fd00::1".into()]))
+    );
+
+    let s = one(&spans, chain);
+    assert_eq!(
+        s.attribute("dns.answers"),
+        Some(&Value::StrArray(vec!["web.test".into(), "10.1.0.2".into()])),
+        "CNAME chain"
+    );
+
+    for (pid, code) in [(missing, "NXDOMAIN"), (broken, "SERVFAIL")] {
+        let s = one(&spans, pid);
+        assert_eq!(text(s, "dns.response.code").as_deref(), Some(code));
+        assert_eq!(text(s, "error.type").as_deref(), Some(code));
+        assert_eq!(s.status, Status::Error);
+    }
+
+    let s = one(&spans, silent);
+    assert_eq!(text(s, "error.type").as_deref(), Some("timeout"));
+    assert_eq!(s.attribute("dns.response.code"), None);
+    assert!(s.duration_ns() >= 1_500_000_000, "ends at the timeout");
+
+    let stats = agent.handle.stop().await;
+    // Host-wide counters: `no_enter_state` may count syscalls that were in
+    // flight while the programs attached; these two would be lost lookups.
+    assert_eq!(
+        stats.kernel_loss(agent_common::Loss::RingbufFull),
+        0,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.kernel_loss(agent_common::Loss::CopyFailed),
+        0,
+        "{stats:?}"
+    );
+    assert!(
+        stats.parse_errors.iter().all(|((p, _), _)| *p != "dns"),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_udp_answer_is_retried_over_tcp() {
+    if !privileged("a_truncated_udp_answer_is_retried_over_tcp") {
+        return;
+    }
+    let server = DnsServer::start("127.0.0.1:0");
+    let mut settings = settings();
+    settings.ports = vec![server.port];
+    settings.dns_ports = vec![server.port];
+    let mut agent = Running::start(settings).await.expect("agent starts");
+    let (pid, out) = dig(vec![
+        "@127.0.0.1".into(),
+        "-p".into(),
+        server.port.to_string(),
+        "big.test".into(),
+        "A".into(),
+    ])
+    .await;
+    assert!(out.contains("ANSWER: 60"), "{out}");
+    let spans = agent.spans_until(&[pid], DEADLINE, |s| s.len() >= 2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let udp = spans
+        .iter()
+        .find(|s| text(s, "network.transport").as_deref() == Some("udp"))
+        .expect("udp");
+    assert_eq!(
+        udp.attribute("dns.response.truncated"),
+        Some(&Value::Int(1))
+    );
+    assert_eq!(udp.attribute("dns.answer.count"), Some(&Value::Int(0)));
+    let tcp = spans
+        .iter()
+        .find(|s| text(s, "network.transport").as_deref() == Some("tcp"))
+        .expect("tcp");
+    assert_eq!(tcp.attribute("dns.answer.count"), Some(&Value::Int(60)));
+    let Some(Value::StrArray(answers)) = tcp.attribute("dns.answers") else {
+        panic!("answers")
+    };
+    assert_eq!(answers.len(), agent::protocols::dns::MAX_ANSWERS, "bounded");
+    assert!(tcp.start_time_unix_nano >= udp.end_time_unix_nano);
+    agent.handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glibc_getaddrinfo_lookups_in_parallel() {
+    if !privileged("glibc_getaddrinfo_lookups_in_parallel") {
+        return;
+    }
+    // resolv.conf has no port: the server must be on port 53 of its own
+    // loopback address, and getent runs in a private mount namespace where
+    // /etc/resolv.conf points at it.
+    let _server = DnsServer::start("127.53.0.1:53");
+    let dir = std::env::temp_dir().join(format!("e2e-resolv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.53.0.1\noptions attempts:1 timeout:1\n",
+    )
+    .expect("resolv.conf");
+    let mut settings = settings();
+    settings.ports = vec![53];
+    let mut agent = Running::start(settings).await.expect("agent starts");
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec getent ahosts a.test",
+        resolv.display()
+    );
+    let (pid, out) = tokio::task::spawn_blocking(move || {
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("getent");
+        (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await
+    .expect("join");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.contains("10.1.0.1") && out.contains("fd00::1"),
+        "getent: {out}"
+    );
+    // `exec` keeps the pid: getent is the process unshare started.
+    let spans = agent.spans_until(&[pid], DEADLINE, |s| s.len() >= 2).await;
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["DNS A", "DNS AAAA"],
+        "glibc sends A and AAAA together (sendmmsg)"
+    );
+    for s in &spans {
+        assert_eq!(text(s, "server.address").as_deref(), Some("127.53.0.1"));
+        assert_eq!(text(s, "dns.question.name").as_deref(), Some("a.test"));
+    }
+    agent.handle.stop().await;
+}
