@@ -56,7 +56,7 @@ fn text(span: &Span, key: &str) -> Option<String> {
     }
 }
 
-fn one<'a>(spans: &'a [Span], pid: u32) -> &'a Span {
+fn one(spans: &[Span], pid: u32) -> &Span {
     let mine: Vec<&Span> = spans.iter().filter(|s| s.resource.pid == pid).collect();
     let seen: Vec<(u32, &str, Option<String>)> = spans
         .iter()
@@ -87,7 +87,7 @@ async fn dig_lookups_become_one_span_each() {
     settings.dns_ports = vec![server.port];
     settings.dns_timeout_ms = 1500;
     let mut agent = Running::start(settings).await.expect("agent starts");
-    let at = format!("@127.0.0.1");
+    let at = "@127.0.0.1".to_string();
     let port = server.port.to_string();
     let q = |name: &str, qtype: &str| {
         vec![
