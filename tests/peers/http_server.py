@@ -8,10 +8,12 @@ Threaded, keep-alive. Routes:
   /slow/<ms>          waits, then 200
   /upload (POST)      reads the body, answers its size
   /downstream?port=P  calls http://127.0.0.1:P/users/7 from the serving thread, then 200
+  /resolve?name=N     getaddrinfo(N) from the serving thread, answers the addresses
 Prints "listening <port>" once ready.
 """
 import http.client
 import http.server
+import socket
 import sys
 import time
 import urllib.parse
@@ -54,6 +56,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif parts[0] == "slow":
             time.sleep(int(parts[1]) / 1000)
             self.send_body(200, b"slow")
+        elif parts[0] == "resolve":
+            name = urllib.parse.parse_qs(url.query)["name"][0]
+            try:
+                addrs = sorted({info[4][0] for info in socket.getaddrinfo(name, 80, proto=socket.IPPROTO_TCP)})
+            except socket.gaierror as e:
+                addrs = [str(e)]
+            self.send_body(200, ",".join(addrs).encode())
         elif parts[0] == "downstream":
             port = int(urllib.parse.parse_qs(url.query)["port"][0])
             conn = http.client.HTTPConnection("127.0.0.1", port)

@@ -208,3 +208,22 @@ pub fn settings() -> Settings {
         ..Settings::default()
     }
 }
+
+/// `GET /metrics` from an agent's Prometheus endpoint (an agent running in this
+/// process does not trace its own scrape).
+pub fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4")
+    );
+    body.to_string()
+}

@@ -38,6 +38,25 @@ impl PyServer {
         PyServer { child, port }
     }
 
+    /// The server in a private mount namespace whose `/etc/resolv.conf` is
+    /// `resolv` (so its lookups go to a test DNS server).
+    pub fn start_with_resolv(resolv: &std::path::Path) -> PyServer {
+        let script = format!(
+            "mount --bind {} /etc/resolv.conf && exec python3 {SERVER}",
+            resolv.display()
+        );
+        let (child, port) = spawn_listening(Command::new("unshare").args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]));
+        PyServer { child, port }
+    }
+
+    /// Its pid (with `start_with_resolv`, `exec` keeps unshare's pid).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -152,6 +152,26 @@ async fn dig_lookups_become_one_span_each() {
     assert_eq!(s.attribute("dns.response.code"), None);
     assert!(s.duration_ns() >= 1_500_000_000, "ends at the timeout");
 
+    // Metrics count every lookup: six by dig, with the right codes.
+    let addr = agent.handle.prometheus.expect("prometheus endpoint");
+    let body = tokio::task::spawn_blocking(move || e2e::scrape(addr))
+        .await
+        .expect("scrape");
+    let count: f64 = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("dns_lookup_duration_seconds_count") && l.contains("service_name=\"dig\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(count, 6.0, "{body}");
+    for (code, n) in [("NOERROR", 3), ("NXDOMAIN", 1), ("SERVFAIL", 1)] {
+        let line =
+            format!("dns_responses_total{{dns_response_code=\"{code}\",service_name=\"dig\"}} {n}");
+        assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+    }
+    assert!(body.contains("error_type=\"timeout\""));
+
     let stats = agent.handle.stop().await;
     // Host-wide counters: `no_enter_state` may count syscalls that were in
     // flight while the programs attached; these two would be lost lookups.
@@ -267,6 +287,45 @@ async fn glibc_getaddrinfo_lookups_in_parallel() {
     for s in &spans {
         assert_eq!(text(s, "server.address").as_deref(), Some("127.53.0.1"));
         assert_eq!(text(s, "dns.question.name").as_deref(), Some("a.test"));
+    }
+    agent.handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_made_while_serving_http_is_a_child_of_the_server_span() {
+    if !privileged("a_lookup_made_while_serving_http_is_a_child_of_the_server_span") {
+        return;
+    }
+    let _dns = DnsServer::start("127.53.0.2:53");
+    let dir = std::env::temp_dir().join(format!("e2e-resolv-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.53.0.2\noptions attempts:1 timeout:1\n",
+    )
+    .expect("resolv.conf");
+    let web = e2e::peers::PyServer::start_with_resolv(&resolv);
+    let mut settings = settings();
+    settings.ports = vec![web.port, 53];
+    let mut agent = Running::start(settings).await.expect("agent starts");
+    let (_, body) = e2e::peers::curl(vec![web.url("/resolve?name=a.test")]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(body, "10.1.0.1,fd00::1");
+    let spans = agent
+        .spans_until(&[web.pid()], DEADLINE, |s| s.len() >= 3)
+        .await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == agent::spans::SpanKind::Server)
+        .expect("server span");
+    let lookups: Vec<&Span> = spans.iter().filter(|s| s.name.starts_with("DNS")).collect();
+    assert_eq!(lookups.len(), 2, "A and AAAA: {spans:#?}");
+    for lookup in lookups {
+        assert_eq!(lookup.trace_id, server.trace_id);
+        assert_eq!(lookup.parent_span_id, Some(server.span_id));
+        assert!(lookup.start_time_unix_nano >= server.start_time_unix_nano);
+        assert!(lookup.end_time_unix_nano <= server.end_time_unix_nano);
     }
     agent.handle.stop().await;
 }

@@ -3,7 +3,7 @@
 //! produce. Needs root; skips with a message otherwise.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -399,24 +399,6 @@ async fn pipelined_requests_pair_in_order() {
     agent.handle.stop().await;
 }
 
-/// `GET /metrics` from the agent's endpoint (this process is the agent, so the
-/// scrape itself is not traced).
-fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4")
-    );
-    body.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_histograms_count_the_requests_and_pass_promtool() {
     if !privileged("prometheus_histograms_count_the_requests_and_pass_promtool") {
@@ -438,7 +420,7 @@ async fn prometheus_histograms_count_the_requests_and_pass_promtool() {
         .spans_until(&[server.pid(), client], DEADLINE, |s| s.len() >= 14)
         .await;
     let addr = agent.handle.prometheus.expect("prometheus endpoint");
-    let body = tokio::task::spawn_blocking(move || scrape(addr))
+    let body = tokio::task::spawn_blocking(move || e2e::scrape(addr))
         .await
         .expect("scrape");
 
