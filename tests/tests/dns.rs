@@ -329,3 +329,45 @@ async fn a_lookup_made_while_serving_http_is_a_child_of_the_server_span() {
     }
     agent.handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hickory_resolver_lookups() {
+    if !privileged("hickory_resolver_lookups") {
+        return;
+    }
+    let server = DnsServer::start("127.0.0.1:0");
+    let mut settings = settings();
+    settings.ports = vec![server.port];
+    settings.dns_ports = vec![server.port];
+    let mut agent = Running::start(settings).await.expect("agent starts");
+    let target = format!("127.0.0.1:{}", server.port);
+    let (pid, out) = tokio::task::spawn_blocking(move || {
+        let child = Command::new(env!("CARGO_BIN_EXE_dns_peer"))
+            .args(["resolve", &target, "a.test"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dns_peer resolve");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("resolve");
+        assert!(out.status.success());
+        (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await
+    .expect("join");
+    assert!(out.contains("10.1.0.1"), "{out}");
+    let spans = agent
+        .spans_until(&[pid], DEADLINE, |s| s.iter().any(|s| s.name == "DNS A"))
+        .await;
+    let a = spans.iter().find(|s| s.name == "DNS A").expect("A lookup");
+    assert_eq!(text(a, "dns.question.name").as_deref(), Some("a.test"));
+    assert_eq!(
+        a.attribute("dns.answers"),
+        Some(&Value::StrArray(vec!["10.1.0.1".into()]))
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| text(s, "dns.response.code").as_deref() == Some("NOERROR"))
+    );
+    agent.handle.stop().await;
+}

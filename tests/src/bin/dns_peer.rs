@@ -1,6 +1,8 @@
 //! DNS server for the tests (UDP and TCP on one address), built on hickory-proto.
 //!
 //! `dns_peer ADDR` (e.g. `127.0.0.1:0` or `127.53.0.1:53`) prints `listening <port>`.
+//! `dns_peer resolve SERVER NAME` looks NAME up with hickory-resolver against the
+//! server at SERVER (`ip:port`) and prints the addresses, one per line.
 //! Zone, all under `test`:
 //! * `a.test`: A 10.1.0.1, AAAA fd00::1
 //! * `www.test`: CNAME `web.test`, which is A 10.1.0.2 (a chain)
@@ -117,11 +119,43 @@ fn serve_tcp(listener: TcpListener) {
     }
 }
 
+/// A real resolver client (hickory-resolver) against one server.
+fn resolve(server: SocketAddr, name: &str) -> anyhow::Result<()> {
+    use hickory_resolver::{
+        Resolver,
+        config::{NameServerConfig, ResolverConfig},
+        net::runtime::TokioRuntimeProvider,
+    };
+    let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+    for connection in &mut ns.connections {
+        connection.port = server.port();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let resolver = Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(vec![ns]),
+            TokioRuntimeProvider::default(),
+        )
+        .build()?;
+        for ip in resolver.lookup_ip(name).await?.iter() {
+            println!("{ip}");
+        }
+        Ok(())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:0".into())
-        .parse()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("resolve") {
+        let server = args
+            .get(1)
+            .ok_or_else(|| anyhow::anyhow!("resolve SERVER NAME"))?
+            .parse()?;
+        return resolve(server, args.get(2).map_or("a.test", String::as_str));
+    }
+    let addr: SocketAddr = args.first().map_or("127.0.0.1:0", String::as_str).parse()?;
     // TCP first with the port asked for; UDP on the same port.
     let tcp = TcpListener::bind(addr)?;
     let port = tcp.local_addr()?.port();
