@@ -48,6 +48,45 @@ fn agent_settings(port: u16, otlp: OtlpSettings) -> Settings {
     s
 }
 
+/// The DNS test server, killed on drop.
+struct DnsServer(std::process::Child, u16);
+
+impl DnsServer {
+    fn start() -> DnsServer {
+        let (child, port) = e2e::peers::spawn_listening(
+            std::process::Command::new(env!("CARGO_BIN_EXE_dns_peer")).arg("127.0.0.1:0"),
+        );
+        DnsServer(child, port)
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spans named `name` in the received trace requests.
+fn named(requests: &[ExportTraceServiceRequest], name: &str) -> usize {
+    requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .filter(|s| s.name == name)
+        .count()
+}
+
+fn has_metric(requests: &[ExportMetricsServiceRequest], name: &str) -> bool {
+    requests
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .any(|m| m.name == name)
+}
+
 fn string(kv: &[KeyValue], key: &str) -> Option<String> {
     kv.iter()
         .find(|a| a.key == key)
@@ -125,6 +164,7 @@ fn server_duration_count(requests: &[ExportMetricsServiceRequest], pid: u32) -> 
 
 async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut received: Received) {
     let server = PyServer::start();
+    let dns = DnsServer::start();
     let (traces, metrics) = match protocol {
         Protocol::Grpc => (format!("http://{addr}"), format!("http://{addr}")),
         Protocol::HttpProtobuf => (
@@ -140,6 +180,24 @@ async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut re
     .expect("agent starts");
     let urls: Vec<String> = (0..5).map(|i| server.url(&format!("/users/{i}"))).collect();
     curl_urls(&urls).await;
+    let dns_port = dns.1.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &dns_port,
+                "a.test",
+                "+tries=1",
+                "+time=1",
+                "+short",
+            ])
+            .output()
+            .expect("dig");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.1.0.1");
+    })
+    .await
+    .expect("dig");
 
     let pid = server.pid();
     let got = received
