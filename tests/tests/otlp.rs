@@ -172,12 +172,10 @@ async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut re
             format!("http://{addr}/v1/metrics"),
         ),
     };
-    let agent = Running::start(agent_settings(
-        server.port,
-        otlp_settings(protocol, traces, metrics),
-    ))
-    .await
-    .expect("agent starts");
+    let mut settings = agent_settings(server.port, otlp_settings(protocol, traces, metrics));
+    settings.ports.push(dns.1);
+    settings.dns_ports = vec![dns.1];
+    let agent = Running::start(settings).await.expect("agent starts");
     let urls: Vec<String> = (0..5).map(|i| server.url(&format!("/users/{i}"))).collect();
     curl_urls(&urls).await;
     let dns_port = dns.1.to_string();
@@ -201,8 +199,11 @@ async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut re
 
     let pid = server.pid();
     let got = received
-        .traces_until(DEADLINE, |r| server_spans(r, pid).len() >= 5)
+        .traces_until(DEADLINE, |r| {
+            server_spans(r, pid).len() >= 5 && named(r, "DNS A") >= 1
+        })
         .await;
+    assert_eq!(named(&got, "DNS A"), 1, "the DNS lookup over OTLP");
     let spans = server_spans(&got, pid);
     assert_eq!(spans.len(), 5, "server spans over OTLP");
     let span = &spans[0];
@@ -246,13 +247,16 @@ async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut re
     }));
 
     let metrics = received
-        .metrics_until(DEADLINE, |r| server_duration_count(r, pid) >= 5)
+        .metrics_until(DEADLINE, |r| {
+            server_duration_count(r, pid) >= 5 && has_metric(r, "dns.lookup.duration")
+        })
         .await;
     assert_eq!(
         server_duration_count(&metrics, pid),
         5,
         "histogram count over OTLP"
     );
+    assert!(has_metric(&metrics, "dns.lookup.duration"));
     agent.handle.stop().await;
 }
 
