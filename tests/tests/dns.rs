@@ -32,6 +32,33 @@ impl Drop for DnsServer {
     }
 }
 
+/// A resolv.conf naming one test DNS server, in a directory removed on drop.
+struct ResolvConf {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl ResolvConf {
+    fn new(nameserver: &str) -> ResolvConf {
+        let dir =
+            std::env::temp_dir().join(format!("e2e-resolv-{}-{nameserver}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("resolv.conf");
+        std::fs::write(
+            &path,
+            format!("nameserver {nameserver}\noptions attempts:1 timeout:1\n"),
+        )
+        .expect("resolv.conf");
+        ResolvConf { dir, path }
+    }
+}
+
+impl Drop for ResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Runs dig to completion; returns its pid and output.
 async fn dig(args: Vec<String>) -> (u32, String) {
     tokio::task::spawn_blocking(move || {
@@ -276,14 +303,8 @@ async fn glibc_getaddrinfo_lookups_in_parallel() {
     // loopback address, and getent runs in a private mount namespace where
     // /etc/resolv.conf points at it.
     let _server = DnsServer::start("127.53.0.1:53");
-    let dir = std::env::temp_dir().join(format!("e2e-resolv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let resolv = dir.join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        "nameserver 127.53.0.1\noptions attempts:1 timeout:1\n",
-    )
-    .expect("resolv.conf");
+    let resolv = ResolvConf::new("127.53.0.1");
+    let resolv = &resolv.path;
     let mut settings = settings();
     settings.ports = vec![53];
     let mut agent = Running::start(settings).await.expect("agent starts");
@@ -303,7 +324,6 @@ async fn glibc_getaddrinfo_lookups_in_parallel() {
     })
     .await
     .expect("join");
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.contains("10.1.0.1") && out.contains("fd00::1"),
         "getent: {out}"
@@ -330,20 +350,13 @@ async fn a_lookup_made_while_serving_http_is_a_child_of_the_server_span() {
         return;
     }
     let _dns = DnsServer::start("127.53.0.2:53");
-    let dir = std::env::temp_dir().join(format!("e2e-resolv-http-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let resolv = dir.join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        "nameserver 127.53.0.2\noptions attempts:1 timeout:1\n",
-    )
-    .expect("resolv.conf");
-    let web = e2e::peers::PyServer::start_with_resolv(&resolv);
+    let resolv = ResolvConf::new("127.53.0.2");
+    let resolv = &resolv.path;
+    let web = e2e::peers::PyServer::start_with_resolv(resolv);
     let mut settings = settings();
     settings.ports = vec![web.port, 53];
     let mut agent = Running::start(settings).await.expect("agent starts");
     let (_, body) = e2e::peers::curl(vec![web.url("/resolve?name=a.test")]).await;
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(body, "10.1.0.1,fd00::1");
     let spans = agent
         .spans_until(&[web.pid()], DEADLINE, |s| s.len() >= 3)
