@@ -11,7 +11,7 @@ use std::{
 use agent::spans::{Span, SpanKind, Status, Value, context::to_hex, sampler::Sampler};
 use e2e::{
     Running,
-    peers::{PyServer, curl, python},
+    peers::{PyServer, curl, curl_urls, python},
     privileged, settings,
 };
 
@@ -52,24 +52,9 @@ async fn every_request_is_one_server_span_and_one_client_span() {
     let urls: Vec<String> = (0..100)
         .map(|i| server.url(&format!("/users/{i}")))
         .collect();
-    let (keepalive, _) = curl(
-        urls.iter()
-            .flat_map(|u| ["-o".to_string(), "/dev/null".to_string(), u.clone()])
-            .collect(),
-    )
-    .await;
-    let (notfound, _) = curl(vec![
-        "-o".into(),
-        "/dev/null".into(),
-        server.url("/status/404"),
-    ])
-    .await;
-    let (error, _) = curl(vec![
-        "-o".into(),
-        "/dev/null".into(),
-        server.url("/status/500?secret=1"),
-    ])
-    .await;
+    let keepalive = curl_urls(&urls).await;
+    let notfound = curl_urls(&[server.url("/status/404")]).await;
+    let error = curl_urls(&[server.url("/status/500?secret=1")]).await;
     let pids = [server.pid(), keepalive, notfound, error];
     let spans = agent.spans_until(&pids, DEADLINE, |s| s.len() >= 204).await;
 
@@ -167,7 +152,7 @@ async fn body_sizes_chunked_and_large_bodies() {
     ])
     .await;
     assert_eq!(body, "102400");
-    let (big, _) = curl(vec!["-o".into(), "/dev/null".into(), server.url("/big")]).await;
+    let big = curl_urls(&[server.url("/big")]).await;
     let (chunked, body) = curl(vec![server.url("/chunked")]).await;
     assert_eq!(body, "first,second,third");
     let _ = std::fs::remove_file(&upload);
@@ -261,12 +246,7 @@ async fn a_call_made_while_serving_is_a_child_of_the_server_span() {
     let front = PyServer::start();
     let back = PyServer::start();
     let mut agent = start_agent(&[front.port, back.port]).await;
-    let (client, _) = curl(vec![
-        "-o".into(),
-        "/dev/null".into(),
-        front.url(&format!("/downstream?port={}", back.port)),
-    ])
-    .await;
+    let client = curl_urls(&[front.url(&format!("/downstream?port={}", back.port))]).await;
     let pids = [front.pid(), back.pid(), client];
     let spans = agent.spans_until(&pids, DEADLINE, |s| s.len() >= 4).await;
     let served = spans
@@ -300,12 +280,7 @@ async fn sampling_keeps_slow_and_failing_requests_and_durations_are_consistent()
         slow_ns: 200_000_000,
     };
     let mut agent = Running::start(settings).await.expect("agent starts");
-    let (fast, _) = curl(vec![
-        "-o".into(),
-        "/dev/null".into(),
-        server.url("/users/1"),
-    ])
-    .await;
+    let fast = curl_urls(&[server.url("/users/1")]).await;
     let (slow, timing) = curl(vec![
         "-o".into(),
         "/dev/null".into(),
@@ -314,12 +289,7 @@ async fn sampling_keeps_slow_and_failing_requests_and_durations_are_consistent()
         server.url("/slow/300"),
     ])
     .await;
-    let (failing, _) = curl(vec![
-        "-o".into(),
-        "/dev/null".into(),
-        server.url("/status/503"),
-    ])
-    .await;
+    let failing = curl_urls(&[server.url("/status/503")]).await;
     let pids = [server.pid(), fast, slow, failing];
     let spans = agent.spans_until(&pids, DEADLINE, |s| s.len() >= 4).await;
     assert_eq!(spans.len(), 4, "{spans:#?}");
@@ -406,16 +376,8 @@ async fn prometheus_histograms_count_the_requests_and_pass_promtool() {
     }
     let server = PyServer::start();
     let mut agent = start_agent(&[server.port]).await;
-    let urls: Vec<String> = (0..7)
-        .flat_map(|i| {
-            [
-                "-o".to_string(),
-                "/dev/null".to_string(),
-                server.url(&format!("/users/{i}")),
-            ]
-        })
-        .collect();
-    let (client, _) = curl(urls).await;
+    let urls: Vec<String> = (0..7).map(|i| server.url(&format!("/users/{i}"))).collect();
+    let client = curl_urls(&urls).await;
     agent
         .spans_until(&[server.pid(), client], DEADLINE, |s| s.len() >= 14)
         .await;
