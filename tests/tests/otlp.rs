@@ -177,7 +177,7 @@ async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut re
     settings.dns_ports = vec![dns.1];
     let agent = Running::start(settings).await.expect("agent starts");
     let urls: Vec<String> = (0..5).map(|i| server.url(&format!("/users/{i}"))).collect();
-    curl_urls(&urls).await;
+    let client = curl_urls(&urls).await;
     let dns_port = dns.1.to_string();
     tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new("dig")
@@ -237,13 +237,12 @@ async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut re
         string(&resource.attributes, "os.type").as_deref(),
         Some("linux")
     );
-    // The client's spans are a different resource (curl), grouped apart.
+    // The client's spans are a different resource (curl's process), grouped apart.
     assert!(got.iter().flat_map(|r| &r.resource_spans).any(|rs| {
         rs.resource
             .as_ref()
-            .and_then(|r| string(&r.attributes, "service.name"))
-            .as_deref()
-            == Some("curl")
+            .and_then(|r| int(&r.attributes, "process.pid"))
+            == Some(i64::from(client))
     }));
 
     let metrics = received
