@@ -417,3 +417,51 @@ async fn hickory_resolver_lookups() {
     );
     agent.handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn musl_and_go_resolver_syscall_patterns() {
+    if !privileged("musl_and_go_resolver_syscall_patterns") {
+        return;
+    }
+    let server = DnsServer::start("127.0.0.1:0");
+    let mut settings = settings();
+    settings.ports = vec![server.port];
+    settings.dns_ports = vec![server.port];
+    let mut agent = Running::start(settings).await.expect("agent starts");
+    // musl: sendto/recvfrom on an unconnected socket; Go: connect, then write/read.
+    let client = e2e::peers::python(format!(
+        "import os, socket, struct\n\
+         def query(name, qtype):\n\
+         \x20   q = struct.pack('>HHHHHH', int.from_bytes(os.urandom(2), 'big'), 0x0100, 1, 0, 0, 0)\n\
+         \x20   for label in name.split('.'):\n\
+         \x20       q += bytes([len(label)]) + label.encode()\n\
+         \x20   return q + b'\\x00' + struct.pack('>HH', qtype, 1)\n\
+         server = ('127.0.0.1', {port})\n\
+         musl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         musl.sendto(query('a.test', 1), server)\n\
+         assert musl.recvfrom(512)[1] == server\n\
+         go = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         go.connect(server)\n\
+         os.write(go.fileno(), query('www.test', 1))\n\
+         assert len(os.read(go.fileno(), 512)) > 12\n",
+        port = server.port
+    ))
+    .await;
+    let spans = agent
+        .spans_until(&[client], DEADLINE, |s| s.len() >= 2)
+        .await;
+    let mut names: Vec<Option<String>> =
+        spans.iter().map(|s| text(s, "dns.question.name")).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [Some("a.test".to_string()), Some("www.test".to_string())],
+        "{spans:#?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| text(s, "dns.response.code").as_deref() == Some("NOERROR"))
+    );
+    agent.handle.stop().await;
+}
