@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Every captured request allocates a few small strings; with mimalloc the agent
 /// used about a quarter less CPU per request than with glibc malloc in
-/// `cargo xtask bench http` (0.14 vs 0.19 CPU-seconds per 10k requests).
+/// `cargo xtask bench http` (same run, same load).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
