@@ -66,6 +66,8 @@ pub struct Reader {
     capture: Capture,
     /// The current message's leading body bytes (body capture only).
     body: Vec<u8>,
+    /// Bytes of the current message went uncaptured: its kept prefix ends there.
+    body_closed: bool,
     state: State,
     /// Bytes of a head that is not complete yet (bounded by `MAX_HEAD_BYTES`).
     head: Vec<u8>,
@@ -79,6 +81,7 @@ impl Reader {
             kind,
             capture,
             body: Vec::new(),
+            body_closed: false,
             state: State::Head,
             head: Vec::new(),
             head_start_ns: 0,
@@ -119,11 +122,7 @@ impl Reader {
     pub fn close(&mut self, out: &mut Vec<Found>) {
         match &self.state {
             State::UntilClose { bytes } => {
-                out.push(Found::End {
-                    end_ns: self.last_ns,
-                    body_bytes: *bytes,
-                    body: std::mem::take(&mut self.body),
-                });
+                self.end(self.last_ns, *bytes, out);
             }
             State::Head if !self.head.is_empty() => out.push(Found::Error {
                 reason: "incomplete_head",
@@ -144,6 +143,17 @@ impl Reader {
         self.state = State::Resync;
         self.head = Vec::new();
         self.body = Vec::new();
+        self.body_closed = false;
+    }
+
+    /// The current message ended at `end_ns`; the next one starts afresh.
+    fn end(&mut self, end_ns: u64, body_bytes: u64, out: &mut Vec<Found>) {
+        out.push(Found::End {
+            end_ns,
+            body_bytes,
+            body: std::mem::take(&mut self.body),
+        });
+        self.body_closed = false;
     }
 
     fn feed(
@@ -159,6 +169,11 @@ impl Reader {
         // While resynchronising, a failed attempt is not counted again.
         let mut quiet = resyncing;
         while !data.is_empty() {
+            let body_limit = if self.body_closed {
+                0
+            } else {
+                self.capture.body_bytes
+            };
             match &mut self.state {
                 State::Resync | State::Tunnel => return,
                 State::Head => {
@@ -197,52 +212,32 @@ impl Reader {
                 }
                 State::Body { remaining, bytes } => {
                     let n = (*remaining).min(data.len() as u64);
-                    let room = self
-                        .capture
-                        .body_bytes
-                        .saturating_sub(self.body.len())
-                        .min(n as usize);
-                    self.body.extend_from_slice(&data[..room]);
+                    keep(&mut self.body, body_limit, &data[..n as usize]);
                     *remaining -= n;
                     *bytes += n;
                     data = &data[n as usize..];
                     if *remaining == 0 {
                         let body_bytes = *bytes;
                         self.state = State::Head;
-                        out.push(Found::End {
-                            end_ns: ts,
-                            body_bytes,
-                            body: std::mem::take(&mut self.body),
-                        });
+                        self.end(ts, body_bytes, out);
                     }
                 }
-                State::Chunked(c) => {
-                    match c.feed_keeping(data, &mut self.body, self.capture.body_bytes) {
-                        Ok(n) => {
-                            data = &data[n..];
-                            if c.done() {
-                                let body_bytes = c.body_bytes;
-                                self.state = State::Head;
-                                out.push(Found::End {
-                                    end_ns: ts,
-                                    body_bytes,
-                                    body: std::mem::take(&mut self.body),
-                                });
-                            }
-                        }
-                        Err(_) => {
-                            self.lose_sync("chunked", false, out);
-                            return;
+                State::Chunked(c) => match c.feed_keeping(data, &mut self.body, body_limit) {
+                    Ok(n) => {
+                        data = &data[n..];
+                        if c.done() {
+                            let body_bytes = c.body_bytes;
+                            self.state = State::Head;
+                            self.end(ts, body_bytes, out);
                         }
                     }
-                }
+                    Err(_) => {
+                        self.lose_sync("chunked", false, out);
+                        return;
+                    }
+                },
                 State::UntilClose { bytes } => {
-                    let room = self
-                        .capture
-                        .body_bytes
-                        .saturating_sub(self.body.len())
-                        .min(data.len());
-                    self.body.extend_from_slice(&data[..room]);
+                    keep(&mut self.body, body_limit, data);
                     *bytes += data.len() as u64;
                     return;
                 }
@@ -257,11 +252,7 @@ impl Reader {
         });
         self.state = match framing {
             Framing::None => {
-                out.push(Found::End {
-                    end_ns: ts,
-                    body_bytes: 0,
-                    body: std::mem::take(&mut self.body),
-                });
+                self.end(ts, 0, out);
                 State::Head
             }
             Framing::Length(n) => State::Body {
@@ -271,11 +262,7 @@ impl Reader {
             Framing::Chunked => State::Chunked(Chunked::default()),
             Framing::UntilClose => State::UntilClose { bytes: 0 },
             Framing::Tunnel => {
-                out.push(Found::End {
-                    end_ns: ts,
-                    body_bytes: 0,
-                    body: std::mem::take(&mut self.body),
-                });
+                self.end(ts, 0, out);
                 State::Tunnel
             }
         };
@@ -287,9 +274,7 @@ impl Reader {
             return;
         }
         // A kept body prefix stops at the first byte that was not captured.
-        if !self.body.is_empty() {
-            self.capture.body_bytes = self.body.len();
-        }
+        self.body_closed = true;
         match &mut self.state {
             State::Body { remaining, bytes } if missing <= *remaining => {
                 *remaining -= missing;
@@ -297,11 +282,7 @@ impl Reader {
                 if *remaining == 0 {
                     let body_bytes = *bytes;
                     self.state = State::Head;
-                    out.push(Found::End {
-                        end_ns: ts,
-                        body_bytes,
-                        body: std::mem::take(&mut self.body),
-                    });
+                    self.end(ts, body_bytes, out);
                 }
             }
             State::Chunked(c) => {
@@ -316,4 +297,10 @@ impl Reader {
             State::Body { .. } => self.lose_sync("gap", false, out),
         }
     }
+}
+
+/// Appends to a kept body prefix, up to `limit` bytes in all.
+fn keep(body: &mut Vec<u8>, limit: usize, bytes: &[u8]) {
+    let room = limit.saturating_sub(body.len()).min(bytes.len());
+    body.extend_from_slice(&bytes[..room]);
 }

@@ -505,6 +505,50 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_ends_one_body_prefix_not_the_next_ones() {
+        let mut s = Session::new(
+            SERVER,
+            Capture {
+                headers: std::sync::Arc::from(Vec::new()),
+                body_bytes: 5,
+            },
+        );
+        let steps: &[(Direction, u64, &[u8], u64)] = &[
+            (
+                IN,
+                1,
+                b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nab",
+                6,
+            ),
+            (IN, 2, b"yz", 0),
+            (OUT, 3, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+            (
+                IN,
+                4,
+                b"POST /b HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world",
+                0,
+            ),
+            (OUT, 5, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+        ];
+        let mut exchanges = Vec::new();
+        for &(direction, ts, data, missing) in steps {
+            let chunk = Chunk {
+                ts_ns: ts,
+                offset: 0,
+                data: data.to_vec(),
+                missing,
+            };
+            exchanges.extend(s.push(direction, &chunk).exchanges);
+        }
+        assert_eq!(exchanges[0].request_body, b"ab", "stops at the gap");
+        assert_eq!(exchanges[0].request_body_bytes, 10);
+        assert_eq!(
+            exchanges[1].request_body, b"hello",
+            "the next message keeps its full prefix"
+        );
+    }
+
+    #[test]
     fn role_is_sniffed_when_unknown() {
         let out = run(
             None,
