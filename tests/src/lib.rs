@@ -209,6 +209,15 @@ pub fn settings() -> Settings {
     }
 }
 
+/// [`settings`] looking only at connections to or from `ports`: tests run in
+/// parallel, and every agent sees the whole host.
+pub fn settings_for_ports(ports: &[u16]) -> Settings {
+    Settings {
+        ports: ports.to_vec(),
+        ..settings()
+    }
+}
+
 /// `GET /metrics` from an agent's Prometheus endpoint (an agent running in this
 /// process does not trace its own scrape).
 pub fn scrape(addr: std::net::SocketAddr) -> String {

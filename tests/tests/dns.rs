@@ -8,7 +8,7 @@ use std::{
 };
 
 use agent::spans::{Span, Status, Value};
-use e2e::{Running, peers::spawn_listening, privileged, settings};
+use e2e::{Running, peers::spawn_listening, privileged, settings_for_ports};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -29,6 +29,14 @@ impl Drop for DnsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Settings tracing DNS to `port` (a test server) and nothing else.
+fn dns_settings(port: u16) -> agent::Settings {
+    agent::Settings {
+        dns_ports: vec![port],
+        ..settings_for_ports(&[port])
     }
 }
 
@@ -109,9 +117,7 @@ async fn dig_lookups_become_one_span_each() {
         return;
     }
     let server = DnsServer::start("127.0.0.1:0");
-    let mut settings = settings();
-    settings.ports = vec![server.port];
-    settings.dns_ports = vec![server.port];
+    let mut settings = dns_settings(server.port);
     settings.dns_timeout_ms = 1500;
     let mut agent = Running::start(settings).await.expect("agent starts");
     let at = "@127.0.0.1".to_string();
@@ -257,9 +263,7 @@ async fn a_truncated_udp_answer_is_retried_over_tcp() {
         return;
     }
     let server = DnsServer::start("127.0.0.1:0");
-    let mut settings = settings();
-    settings.ports = vec![server.port];
-    settings.dns_ports = vec![server.port];
+    let settings = dns_settings(server.port);
     let mut agent = Running::start(settings).await.expect("agent starts");
     let (pid, out) = dig(vec![
         "@127.0.0.1".into(),
@@ -305,8 +309,7 @@ async fn glibc_getaddrinfo_lookups_in_parallel() {
     let _server = DnsServer::start("127.53.0.1:53");
     let resolv = ResolvConf::new("127.53.0.1");
     let resolv = &resolv.path;
-    let mut settings = settings();
-    settings.ports = vec![53];
+    let settings = settings_for_ports(&[53]);
     let mut agent = Running::start(settings).await.expect("agent starts");
     let script = format!(
         "mount --bind {} /etc/resolv.conf && exec getent ahosts a.test",
@@ -353,8 +356,7 @@ async fn a_lookup_made_while_serving_http_is_a_child_of_the_server_span() {
     let resolv = ResolvConf::new("127.53.0.2");
     let resolv = &resolv.path;
     let web = e2e::peers::PyServer::start_with_resolv(resolv);
-    let mut settings = settings();
-    settings.ports = vec![web.port, 53];
+    let settings = settings_for_ports(&[web.port, 53]);
     let mut agent = Running::start(settings).await.expect("agent starts");
     let (_, body) = e2e::peers::curl(vec![web.url("/resolve?name=a.test")]).await;
     assert_eq!(body, "10.1.0.1,fd00::1");
@@ -382,9 +384,7 @@ async fn hickory_resolver_lookups() {
         return;
     }
     let server = DnsServer::start("127.0.0.1:0");
-    let mut settings = settings();
-    settings.ports = vec![server.port];
-    settings.dns_ports = vec![server.port];
+    let settings = dns_settings(server.port);
     let mut agent = Running::start(settings).await.expect("agent starts");
     let target = format!("127.0.0.1:{}", server.port);
     let (pid, out) = tokio::task::spawn_blocking(move || {
@@ -424,9 +424,7 @@ async fn musl_and_go_resolver_syscall_patterns() {
         return;
     }
     let server = DnsServer::start("127.0.0.1:0");
-    let mut settings = settings();
-    settings.ports = vec![server.port];
-    settings.dns_ports = vec![server.port];
+    let settings = dns_settings(server.port);
     let mut agent = Running::start(settings).await.expect("agent starts");
     // musl: sendto/recvfrom on an unconnected socket; Go: connect, then write/read.
     let client = e2e::peers::python(format!(

@@ -12,7 +12,7 @@ use agent::spans::{Span, SpanKind, Status, Value, context::to_hex, sampler::Samp
 use e2e::{
     Running,
     peers::{PyServer, curl, curl_urls, python},
-    privileged, settings,
+    privileged, settings_for_ports,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -36,9 +36,9 @@ fn count(spans: &[Span], pid: u32, kind: SpanKind) -> usize {
 /// An agent that only looks at connections to or from `ports`: tests run in
 /// parallel, and every agent sees the whole host.
 async fn start_agent(ports: &[u16]) -> Running {
-    let mut settings = settings();
-    settings.ports = ports.to_vec();
-    Running::start(settings).await.expect("agent starts")
+    Running::start(settings_for_ports(ports))
+        .await
+        .expect("agent starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,8 +272,7 @@ async fn sampling_keeps_slow_and_failing_requests_and_durations_are_consistent()
         return;
     }
     let server = PyServer::start();
-    let mut settings = settings();
-    settings.ports = vec![server.port];
+    let mut settings = settings_for_ports(&[server.port]);
     settings.sampler = Sampler {
         ratio: 0.0,
         parent_based: false,
@@ -553,8 +552,7 @@ async fn query_headers_and_bodies_leave_the_host_only_when_opted_in() {
         return;
     }
     let server = PyServer::start();
-    let mut settings = settings();
-    settings.ports = vec![server.port];
+    let mut settings = settings_for_ports(&[server.port]);
     settings.capture_query = true;
     settings.capture_headers = vec!["x-request-id".into()];
     settings.capture_body_bytes = 16;

@@ -13,7 +13,7 @@ use e2e::{
     Running,
     otlp_receiver::{self, Received},
     peers::{PyServer, curl_urls},
-    privileged, settings,
+    privileged, settings_for_ports,
 };
 use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
@@ -42,10 +42,10 @@ fn otlp_settings(protocol: Protocol, traces: String, metrics: String) -> OtlpSet
 }
 
 fn agent_settings(port: u16, otlp: OtlpSettings) -> Settings {
-    let mut s = settings();
-    s.ports = vec![port];
-    s.otlp = Some(otlp);
-    s
+    Settings {
+        otlp: Some(otlp),
+        ..settings_for_ports(&[port])
+    }
 }
 
 /// The DNS test server, killed on drop.
