@@ -32,6 +32,16 @@ pub mod maps {
     pub const SOCKETS: &str = "SOCKETS";
     /// LRU hash of syscalls in flight, keyed by `pid_tgid`.
     pub const ACTIVE: &str = "ACTIVE";
+    /// Array of one `u32`: which profiling map set (0 or 1) the sampler fills.
+    pub const PROFILE_SET: &str = "PROFILE_SET";
+    /// Per-CPU sample counts of set 0 and 1: [`ProfileKey`](super::ProfileKey) → `u64`.
+    pub const PROFILE_COUNTS: [&str; 2] = ["PROFILE_COUNTS_0", "PROFILE_COUNTS_1"];
+    /// Stack traces of set 0 and 1 (`BPF_MAP_TYPE_STACK_TRACE`).
+    pub const PROFILE_STACKS: [&str; 2] = ["PROFILE_STACKS_0", "PROFILE_STACKS_1"];
+    /// LRU hash of tgids the sampler has announced (tgid → 0).
+    pub const PROFILE_SEEN: &str = "PROFILE_SEEN";
+    /// Ring buffer of [`NewProcess`](super::NewProcess) records.
+    pub const PROFILE_PROCS: &str = "PROFILE_PROCS";
 }
 
 /// Names of the global variables userspace sets at load time.
@@ -222,10 +232,18 @@ pub enum Loss {
     EnterStateInsert = 6,
     /// The per-CPU scratch buffer could not be looked up.
     Scratch = 7,
+    /// A CPU sample whose stack hashed to a stack-map bucket already holding
+    /// another stack: the sample is counted without that stack.
+    ProfileStackCollision = 8,
+    /// The sample-count map was full: the sample is lost.
+    ProfileCountsFull = 9,
+    /// A new process could not be announced (ring buffer full); userspace reads
+    /// its memory map late, at the next drain.
+    ProfileProcessNotice = 10,
 }
 
 impl Loss {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 11;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -235,6 +253,9 @@ impl Loss {
         Loss::SocketTableInsert,
         Loss::EnterStateInsert,
         Loss::Scratch,
+        Loss::ProfileStackCollision,
+        Loss::ProfileCountsFull,
+        Loss::ProfileProcessNotice,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -248,6 +269,9 @@ impl Loss {
             Loss::SocketTableInsert => "socket_table_insert",
             Loss::EnterStateInsert => "enter_state_insert",
             Loss::Scratch => "scratch",
+            Loss::ProfileStackCollision => "profile_stack_collision",
+            Loss::ProfileCountsFull => "profile_counts_full",
+            Loss::ProfileProcessNotice => "profile_process_notice",
         }
     }
 }
@@ -374,8 +398,42 @@ pub struct PendingCall {
 }
 const _: () = assert!(size_of::<PendingCall>() == 32);
 
+/// Key of the sample-count maps: one entry per distinct (process, thread name,
+/// user stack, kernel stack). A stack id is negative when that stack is missing
+/// (a kernel thread has no user stack, a sample in user mode no kernel stack) or
+/// could not be stored (the negative errno of `bpf_get_stackid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProfileKey {
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub _pad: u32,
+    /// `comm` of the sampled thread (NUL padded).
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<ProfileKey>() == 32);
+
+/// Announces a process the sampler saw for the first time (since it started,
+/// exec'd or its pid was reused), so userspace reads its memory map while the
+/// process is still alive.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewProcess {
+    pub tgid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<NewProcess>() == 8);
+
+/// Deepest stack `bpf_get_stackid` records (the kernel's `PERF_MAX_STACK_DEPTH`).
+pub const MAX_STACK_DEPTH: usize = 127;
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays, every bit pattern is valid.
+    unsafe impl aya::Pod for super::ProfileKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NewProcess {}
     // SAFETY: plain `#[repr(C)]` integers and arrays, every bit pattern is valid.
     unsafe impl aya::Pod for super::SockKey {}
     // SAFETY: as above.

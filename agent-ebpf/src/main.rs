@@ -1,4 +1,5 @@
-//! Kernel half of the agent: socket I/O capture through syscall tracepoints.
+//! Kernel half of the agent: socket I/O capture through syscall tracepoints, and
+//! CPU sampling through perf events (see [`profile`]).
 //!
 //! Why tracepoints: the kernels we run on have no kprobes and no fentry/fexit, and
 //! the `syscalls:sys_{enter,exit}_*` tracepoints are a stable ABI everywhere
@@ -17,6 +18,7 @@
 #![no_main]
 
 mod capture;
+mod profile;
 mod tcp_state;
 mod tp;
 
