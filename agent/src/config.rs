@@ -4,7 +4,7 @@
 //! `--config`, environment variables (`AGENT_*`), command-line flags. clap merges
 //! the last two; the file is layered underneath here.
 
-use std::{fs, net::SocketAddr, path::PathBuf};
+use std::{fs, net::SocketAddr, path::PathBuf, time::Duration};
 
 use agent_common::{DEFAULT_CAPTURE_BYTES, MAX_CAPTURE_BYTES};
 use anyhow::{Context as _, bail};
@@ -125,6 +125,31 @@ pub struct Cli {
     /// Events queued between the ring buffer reader and the connection table.
     #[arg(long, env = "AGENT_EVENT_QUEUE")]
     pub event_queue: Option<usize>,
+    /// Continuous CPU profiling: `on` (default) or `off`.
+    #[arg(long, env = "AGENT_PROFILING")]
+    pub profiling: Option<String>,
+    /// CPU samples per second on each CPU (1–1000).
+    #[arg(long, env = "AGENT_PROFILE_FREQUENCY")]
+    pub profile_frequency: Option<u64>,
+    /// How often profiles are symbolized and exported: seconds, or with a unit
+    /// (`15s`, `500ms`).
+    #[arg(long, env = "AGENT_PROFILE_INTERVAL")]
+    pub profile_interval: Option<String>,
+    /// Pyroscope server to push profiles to, e.g. `http://pyroscope:4040`
+    /// (`user:password@` in the URL is sent as basic auth).
+    #[arg(long, env = "AGENT_PYROSCOPE_URL")]
+    pub pyroscope_url: Option<String>,
+    /// Tenant for a multi-tenant Pyroscope (`X-Scope-OrgID`).
+    #[arg(long, env = "AGENT_PYROSCOPE_TENANT")]
+    pub pyroscope_tenant: Option<String>,
+    /// Send profiles as OTLP profiles to the OTLP endpoint
+    /// (`OTEL_EXPORTER_OTLP_[PROFILES_]ENDPOINT`, default localhost).
+    #[arg(long, env = "AGENT_OTLP_PROFILES")]
+    pub otlp_profiles: bool,
+    /// Write each interval's pprof (`.pb.gz`) and flamegraph (`.svg`) per service
+    /// here (default when no profile backend is set: `./agent-profiles`).
+    #[arg(long, env = "AGENT_PROFILES_DIR")]
+    pub profiles_dir: Option<PathBuf>,
 }
 
 /// The file form of the same options.
@@ -164,6 +189,13 @@ pub struct FileConfig {
     pub stream_buffer_bytes: Option<usize>,
     pub stream_budget_mib: Option<usize>,
     pub event_queue: Option<usize>,
+    pub profiling: Option<String>,
+    pub profile_frequency: Option<u64>,
+    pub profile_interval: Option<String>,
+    pub pyroscope_url: Option<String>,
+    pub pyroscope_tenant: Option<String>,
+    pub otlp_profiles: Option<bool>,
+    pub profiles_dir: Option<PathBuf>,
 }
 
 /// Resolved settings the agent runs with.
@@ -201,6 +233,57 @@ pub struct Settings {
     pub stream_buffer_bytes: usize,
     pub stream_budget_mib: usize,
     pub event_queue: usize,
+    pub profiling: ProfilingSettings,
+}
+
+/// Continuous profiling settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfilingSettings {
+    pub enabled: bool,
+    /// Samples per second per CPU.
+    pub frequency: u64,
+    pub interval: Duration,
+    pub pyroscope_url: Option<String>,
+    pub pyroscope_tenant: Option<String>,
+    /// OTLP profiles export; `None`: off.
+    pub otlp: Option<profiles::export::otlp::OtlpConfig>,
+    /// Local pprof + flamegraph files; `None`: off.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for ProfilingSettings {
+    fn default() -> Self {
+        ProfilingSettings {
+            enabled: true,
+            frequency: 19,
+            interval: Duration::from_secs(15),
+            pyroscope_url: None,
+            pyroscope_tenant: None,
+            otlp: None,
+            dir: Some(PathBuf::from(DEFAULT_PROFILES_DIR)),
+        }
+    }
+}
+
+/// Where profiles go when no backend is configured (relative to the working dir).
+pub const DEFAULT_PROFILES_DIR: &str = "agent-profiles";
+
+/// `15`, `15s`, `500ms`, `2m`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?}: expected a number with an optional unit"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        other => bail!("{text:?}: unknown unit {other:?} (use ms, s or m)"),
+    }
 }
 
 impl Default for Settings {
@@ -234,6 +317,7 @@ impl Default for Settings {
             stream_buffer_bytes: 64 * 1024,
             stream_budget_mib: 64,
             event_queue: 16384,
+            profiling: ProfilingSettings::default(),
         }
     }
 }
@@ -350,6 +434,49 @@ impl Settings {
             stream_buffer_bytes: pick!(stream_buffer_bytes),
             stream_budget_mib: pick!(stream_budget_mib),
             event_queue: pick!(event_queue),
+            profiling: ProfilingSettings {
+                enabled: match cli
+                    .profiling
+                    .as_deref()
+                    .or(file.profiling.as_deref())
+                    .map(str::trim)
+                {
+                    None | Some("on") => true,
+                    Some("off") => false,
+                    Some(other) => bail!("--profiling {other:?}: expected on or off"),
+                },
+                frequency: cli
+                    .profile_frequency
+                    .or(file.profile_frequency)
+                    .unwrap_or(d.profiling.frequency),
+                interval: match cli
+                    .profile_interval
+                    .as_deref()
+                    .or(file.profile_interval.as_deref())
+                {
+                    Some(text) => parse_duration(text).context("--profile-interval")?,
+                    None => d.profiling.interval,
+                },
+                pyroscope_url: cli.pyroscope_url.clone().or(file.pyroscope_url.clone()),
+                pyroscope_tenant: cli
+                    .pyroscope_tenant
+                    .clone()
+                    .or(file.pyroscope_tenant.clone()),
+                otlp: if cli.otlp_profiles || file.otlp_profiles.unwrap_or(false) {
+                    Some(crate::profiling::otlp_config(&env)?)
+                } else {
+                    None
+                },
+                dir: None,
+            },
+        };
+        let mut settings = settings;
+        let backend =
+            settings.profiling.pyroscope_url.is_some() || settings.profiling.otlp.is_some();
+        settings.profiling.dir = match cli.profiles_dir.or(file.profiles_dir) {
+            Some(dir) => Some(dir),
+            None if !backend => d.profiling.dir.clone(),
+            None => None,
         };
         settings.validate()?;
         Ok(settings)
@@ -367,6 +494,15 @@ impl Settings {
         }
         if self.capture_body_bytes > 4096 {
             bail!("capture_body_bytes must be at most 4096");
+        }
+        if !(1..=1000).contains(&self.profiling.frequency) {
+            bail!(
+                "profile_frequency must be between 1 and 1000 Hz, got {}",
+                self.profiling.frequency
+            );
+        }
+        if self.profiling.interval < Duration::from_millis(100) {
+            bail!("profile_interval must be at least 100ms");
         }
         if !(1..=1000).contains(&self.ring_buffer_poll_ms) {
             bail!("ring_buffer_poll_ms must be between 1 and 1000");

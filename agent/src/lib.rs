@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observed;
 pub mod pipeline;
 pub mod probe;
+pub mod profiling;
 pub mod protocols;
 pub mod self_metrics;
 pub mod spans;

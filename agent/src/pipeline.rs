@@ -30,6 +30,7 @@ use crate::{
     filter::Filter,
     flows::{Tracker, TrackerSettings},
     observed::Observed,
+    profiling::Profiling,
     self_metrics::{SelfMetrics, Snapshot},
     spans::Span,
 };
@@ -52,6 +53,8 @@ pub struct AgentHandle {
     pub attached: Vec<AttachResult>,
     /// Where the Prometheus endpoint listens, if enabled.
     pub prometheus: Option<std::net::SocketAddr>,
+    /// The CPU profiler, when on.
+    profiling: Option<Profiling>,
 }
 
 /// The capture behind its lock; a panicked holder cannot leave it inconsistent
@@ -71,6 +74,10 @@ impl AgentHandle {
         let detached = tokio::task::spawn_blocking(move || locked(&capture).detach());
         if let Err(error) = detached.await {
             tracing::warn!(%error, "detaching");
+        }
+        if let Some(profiling) = self.profiling.take() {
+            // Last partial interval: drained, symbolized and exported.
+            profiling.stop().await;
         }
         let _ = self.shutdown.send(true);
         let all = futures_join(std::mem::take(&mut self.tasks));
@@ -104,7 +111,7 @@ pub struct Taps {
 /// starts the pipeline and the outputs the settings ask for.
 pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandle> {
     let own_tgid = std::process::id();
-    let (capture, ring, attached) = Capture::start(settings, own_tgid)?;
+    let (capture, ring, attached, sampler) = Capture::start(settings, own_tgid)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (exporters_shutdown, exporters_rx) = watch::channel(false);
     let capture = Arc::new(Mutex::new(capture));
@@ -206,7 +213,16 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         }
     });
     let processor = tokio::spawn(processor.run(rx, resolved_rx));
+    let profiling = match sampler {
+        Some(sampler) => Some(Profiling::start(
+            &settings.profiling,
+            sampler,
+            Arc::clone(&metrics),
+        )?),
+        None => None,
+    };
     Ok(AgentHandle {
+        profiling,
         shutdown,
         tasks: vec![reader, processor],
         exporters_shutdown,

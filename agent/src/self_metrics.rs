@@ -60,8 +60,20 @@ pub struct SelfMetrics {
     pub metrics_services_overflowed: AtomicU64,
     /// DNS queries pushed out of the full pending-query table.
     pub dns_pending_evicted: AtomicU64,
+    /// CPU samples drained from the kernel.
+    pub profile_samples: AtomicU64,
+    /// Stack frames symbolized, and those left without a name.
+    pub profile_frames: AtomicU64,
+    pub profile_frames_unsymbolized: AtomicU64,
+    /// Light samples folded into `[other stacks]` to meet backend limits.
+    pub profile_samples_folded: AtomicU64,
+    /// Gauges: process snapshots and open modules held by the symbolizer.
+    pub profile_processes_cached: AtomicU64,
+    pub profile_modules_cached: AtomicU64,
     /// Parse errors by (protocol, reason).
     parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Profile exports by (destination, outcome).
+    profile_exports: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl SelfMetrics {
@@ -79,6 +91,15 @@ impl SelfMetrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry((protocol, reason))
+            .or_default() += 1;
+    }
+
+    pub fn profile_export(&self, destination: &'static str, outcome: &'static str) {
+        *self
+            .profile_exports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((destination, outcome))
             .or_default() += 1;
     }
 
@@ -107,6 +128,19 @@ impl SelfMetrics {
             spans_export_dropped: get(&self.spans_export_dropped),
             metrics_services_overflowed: get(&self.metrics_services_overflowed),
             dns_pending_evicted: get(&self.dns_pending_evicted),
+            profile_samples: get(&self.profile_samples),
+            profile_frames: get(&self.profile_frames),
+            profile_frames_unsymbolized: get(&self.profile_frames_unsymbolized),
+            profile_samples_folded: get(&self.profile_samples_folded),
+            profile_processes_cached: get(&self.profile_processes_cached),
+            profile_modules_cached: get(&self.profile_modules_cached),
+            profile_exports: self
+                .profile_exports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .collect(),
             parse_errors: self
                 .parse_errors
                 .lock()
@@ -144,6 +178,14 @@ pub struct Snapshot {
     pub spans_export_dropped: u64,
     pub metrics_services_overflowed: u64,
     pub dns_pending_evicted: u64,
+    pub profile_samples: u64,
+    pub profile_frames: u64,
+    pub profile_frames_unsymbolized: u64,
+    pub profile_samples_folded: u64,
+    pub profile_processes_cached: u64,
+    pub profile_modules_cached: u64,
+    /// Profile exports by (destination, outcome).
+    pub profile_exports: Vec<((&'static str, &'static str), u64)>,
     /// Parse errors by (protocol, reason).
     pub parse_errors: Vec<((&'static str, &'static str), u64)>,
     /// Per-reason kernel counters (`agent_common::Loss`), summed over CPUs.

@@ -4,6 +4,8 @@
 
 pub mod otlp_receiver;
 pub mod peers;
+pub mod profile_receivers;
+pub mod profiling;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -205,6 +207,12 @@ pub fn settings() -> Settings {
         log: "warn".into(),
         // Tests run in parallel: each agent picks a free port.
         prometheus_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        // Profiling has tests of its own (`profiling.rs`); elsewhere it would
+        // only write files.
+        profiling: agent::config::ProfilingSettings {
+            enabled: false,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }

@@ -70,18 +70,32 @@ pub fn load(
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
     let ring_bytes = settings.ring_buffer_bytes(cpus);
     let wakeup_bytes = wakeup_bytes(ring_bytes);
-    let mut ebpf = EbpfLoader::new()
+    // Profiling off: the maps still exist in the object, at their smallest.
+    let profile_entries = if settings.profiling.enabled {
+        crate::profiling::sampler::map_entries(
+            cpus,
+            settings.profiling.frequency,
+            settings.profiling.interval,
+        )
+    } else {
+        1
+    };
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(globals::AGENT_TGID, &agent_tgid, true)
         .override_global(globals::CAPTURE_BYTES, &settings.capture_bytes, true)
         .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(maps::EVENTS, ring_bytes)
-        .map_max_entries(maps::SOCKETS, settings.socket_table_size)
-        .load(OBJECT)
-        .context("loading the kernel programs")?;
+        .map_max_entries(maps::SOCKETS, settings.socket_table_size);
+    for name in maps::PROFILE_COUNTS.iter().chain(&maps::PROFILE_STACKS) {
+        loader.map_max_entries(name, profile_entries);
+    }
+    let mut ebpf = loader.load(OBJECT).context("loading the kernel programs")?;
     tracing::info!(
         ring_buffer_bytes = ring_bytes,
         wakeup_bytes,
         cpus,
+        profile_map_entries = profile_entries,
         "kernel object loaded"
     );
 

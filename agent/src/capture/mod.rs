@@ -25,12 +25,32 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Loads and attaches; returns the capture, its ring buffer and the attach report.
+    /// Loads and attaches; returns the capture, its ring buffer, the attach
+    /// report and, when profiling is on and could attach, the CPU sampler.
     pub fn start(
         settings: &crate::config::Settings,
         agent_tgid: u32,
-    ) -> anyhow::Result<(Capture, RingBuf<MapData>, Vec<loader::AttachResult>)> {
+    ) -> anyhow::Result<(
+        Capture,
+        RingBuf<MapData>,
+        Vec<loader::AttachResult>,
+        Option<crate::profiling::Sampler>,
+    )> {
         let (mut ebpf, links, report) = loader::load(settings, agent_tgid)?;
+        let sampler = if settings.profiling.enabled {
+            match crate::profiling::Sampler::attach(&mut ebpf, settings.profiling.frequency) {
+                Ok(sampler) => Some(sampler),
+                Err(error) => {
+                    tracing::error!(
+                        error = %format!("{error:#}"),
+                        "CPU profiling unavailable; the agent runs without it"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("EVENTS map")?)?;
         let losses = PerCpuArray::try_from(ebpf.take_map(maps::LOSSES).context("LOSSES map")?)?;
         let sockets = HashMap::try_from(ebpf.take_map(maps::SOCKETS).context("SOCKETS map")?)?;
@@ -43,6 +63,7 @@ impl Capture {
             },
             ring,
             report,
+            sampler,
         ))
     }
 

@@ -233,6 +233,67 @@ pub fn render(http: &HttpMetrics, dns: &DnsMetrics, s: &Snapshot) -> String {
     );
     scalar(
         &mut out,
+        "agent_profile_samples_total",
+        "counter",
+        "CPU samples drained from the kernel.",
+        &one(s.profile_samples),
+    );
+    scalar(
+        &mut out,
+        "agent_profile_frames_total",
+        "counter",
+        "Stack frames symbolized, by whether a function name was found.",
+        &by(
+            "symbolized",
+            [
+                (
+                    "true".to_string(),
+                    s.profile_frames - s.profile_frames_unsymbolized.min(s.profile_frames),
+                ),
+                ("false".to_string(), s.profile_frames_unsymbolized),
+            ],
+        ),
+    );
+    scalar(
+        &mut out,
+        "agent_profile_samples_folded_total",
+        "counter",
+        "Distinct stacks folded into [other stacks] to meet backend limits.",
+        &one(s.profile_samples_folded),
+    );
+    let exports: Vec<(String, u64)> = s
+        .profile_exports
+        .iter()
+        .map(|((destination, outcome), n)| {
+            (
+                format!("{{destination=\"{destination}\",outcome=\"{outcome}\"}}"),
+                *n,
+            )
+        })
+        .collect();
+    scalar(
+        &mut out,
+        "agent_profile_exports_total",
+        "counter",
+        "Profile batches written or sent, by destination and outcome.",
+        &exports,
+    );
+    scalar(
+        &mut out,
+        "agent_profile_processes_cached",
+        "gauge",
+        "Process snapshots (memory maps) held for symbolization.",
+        &one(s.profile_processes_cached),
+    );
+    scalar(
+        &mut out,
+        "agent_profile_modules_cached",
+        "gauge",
+        "Executable files held open for symbolization.",
+        &one(s.profile_modules_cached),
+    );
+    scalar(
+        &mut out,
         "agent_connections_tracked",
         "gauge",
         "Connections in the connection table.",
