@@ -53,3 +53,24 @@ pub fn svg(profile: &Profile) -> std::io::Result<Vec<u8>> {
     inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn folded_stacks_go_root_to_leaf_with_inlined_frames() {
+        let lines = collapsed(&testing::profile());
+        assert_eq!(
+            lines,
+            [
+                "main;work;cold;helper 1",
+                "main;work;hot 3",
+                "main;work;libz.so+0x1345 2",
+            ]
+        );
+        let svg = String::from_utf8(svg(&testing::profile()).unwrap()).unwrap();
+        assert!(svg.contains("hot") && svg.contains("app"));
+    }
+}

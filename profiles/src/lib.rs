@@ -16,6 +16,8 @@ pub mod process;
 pub mod procmaps;
 pub mod profile;
 pub mod symbolize;
+#[cfg(test)]
+mod testing;
 
 pub use process::Target;
 pub use profile::{Collector, CollectorLimits, Profile, RawSample, Sample, Window};

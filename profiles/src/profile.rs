@@ -209,3 +209,90 @@ impl Collector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function_for_symbolization() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    fn window() -> Window {
+        Window {
+            start_unix_ns: 1,
+            duration_ns: 2,
+            period_ns: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn symbolizes_this_process_from_its_snapshot() {
+        let mut collector = Collector::new("/proc", CollectorLimits::default());
+        let me = std::process::id();
+        let target = Arc::new(Target {
+            service_name: "unit".into(),
+            attributes: Vec::new(),
+        });
+        assert!(collector.announce(me, Arc::clone(&target)));
+        marker_function_for_symbolization();
+        let addr = marker_function_for_symbolization as *const () as u64;
+        let raw = RawSample {
+            tgid: me,
+            comm: "unit".into(),
+            // A leaf inside the function and a bogus caller.
+            user: vec![addr + 1, 0x10],
+            kernel: Vec::new(),
+            user_lost: false,
+            kernel_lost: true,
+            count: 5,
+        };
+        let profiles = collector.collect(vec![raw], window(), |_, _| unreachable!());
+        assert_eq!(profiles.len(), 1);
+        let p = &profiles[0];
+        assert_eq!(p.target, target);
+        assert_eq!(p.total_samples(), 5);
+        let frames = &p.samples[0].frames;
+        assert_eq!(frames[0].lines[0].function.as_ref(), "[lost kernel stack]");
+        let leaf = &frames[1];
+        assert!(
+            leaf.lines
+                .iter()
+                .any(|l| l.function.contains("marker_function_for_symbolization")),
+            "{leaf:?}"
+        );
+        assert!(leaf.lines.iter().any(|l| l.line > 0), "DWARF lines");
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(&*leaf.mapping.file, exe.to_string_lossy());
+        // An address outside every mapping keeps its address, unnamed.
+        assert!(frames[2].lines.is_empty());
+        assert_eq!(&*frames[2].mapping.file, "[unknown]");
+        assert!(collector.stats().unsymbolized >= 1);
+    }
+
+    #[test]
+    fn gone_processes_are_named_by_the_caller() {
+        let mut collector = Collector::new("/proc", CollectorLimits::default());
+        let raw = RawSample {
+            tgid: u32::MAX - 3,
+            comm: "ghost".into(),
+            user: vec![0x1234],
+            kernel: Vec::new(),
+            user_lost: false,
+            kernel_lost: false,
+            count: 1,
+        };
+        let profiles = collector.collect(vec![raw], window(), |_, comm| {
+            Arc::new(Target {
+                service_name: comm.to_string(),
+                attributes: Vec::new(),
+            })
+        });
+        assert_eq!(profiles[0].target.service_name, "ghost");
+        assert_eq!(
+            profiles[0].samples[0].frames[0].fallback_name(),
+            "[unknown]+0x1234"
+        );
+    }
+}

@@ -64,7 +64,7 @@ fn wrk(url: &str, seconds: u64) -> anyhow::Result<Load> {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = &stat[stat.rfind(')').context("stat")? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -72,7 +72,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
-fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
@@ -83,7 +83,7 @@ fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
-fn scrape(port: u16) -> anyhow::Result<String> {
+pub(crate) fn scrape(port: u16) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
     let mut text = String::new();
@@ -92,7 +92,7 @@ fn scrape(port: u16) -> anyhow::Result<String> {
 }
 
 /// Sum of the samples of `metric` whose line contains `filter`.
-fn sum(metrics: &str, metric: &str, filter: &str) -> f64 {
+pub(crate) fn sum(metrics: &str, metric: &str, filter: &str) -> f64 {
     metrics
         .lines()
         .filter(|l| l.starts_with(metric) && l.contains(filter))
@@ -100,7 +100,7 @@ fn sum(metrics: &str, metric: &str, filter: &str) -> f64 {
         .sum()
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_http;
+mod bench_profile;
 mod build_ebpf;
 mod setup;
 
@@ -31,14 +32,15 @@ enum Task {
         args: Vec<String>,
     },
     /// Benchmarks, agent off vs on in the same run (needs root): `syscalls`
-    /// (ns per traced syscall), `http` (wrk load against a hyper server), or `all`.
+    /// (ns per traced syscall), `http` (wrk load against a hyper server),
+    /// `profile` (profiler CPU and memory at 19 and 99 Hz), or `all`.
     Bench {
         #[arg(default_value = "all")]
         which: String,
         /// Writes per round (syscalls).
         #[arg(long, default_value_t = 200_000)]
         iterations: u64,
-        /// Seconds of load per phase (http).
+        /// Seconds of load per phase (http, profile).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
@@ -78,8 +80,13 @@ fn main() -> anyhow::Result<()> {
             match which.as_str() {
                 "syscalls" => bench::run(iterations),
                 "http" => bench_http::run(seconds),
-                "all" => bench::run(iterations).and_then(|()| bench_http::run(seconds)),
-                other => anyhow::bail!("unknown benchmark {other:?}: syscalls, http or all"),
+                "profile" => bench_profile::run(seconds.max(20)),
+                "all" => bench::run(iterations)
+                    .and_then(|()| bench_http::run(seconds))
+                    .and_then(|()| bench_profile::run(seconds.max(20))),
+                other => {
+                    anyhow::bail!("unknown benchmark {other:?}: syscalls, http, profile or all")
+                }
             }
         }
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
@@ -175,6 +182,7 @@ fn fuzz(target: &str, seconds: u64) -> anyhow::Result<()> {
 
 fn test(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
+    setup::test_tools()?;
     build_ebpf::run()?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
     // Userspace crates: stable toolchain, warnings are errors.

@@ -38,6 +38,20 @@ pub fn run() -> anyhow::Result<()> {
     ensure_bpf_linker()
 }
 
+/// What the tests need beyond Rust: the independent pprof decoder (npm
+/// `pprof-format`, pinned by `tests/js/package-lock.json`), installed once.
+pub fn test_tools() -> anyhow::Result<()> {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/js");
+    if js.join("node_modules/pprof-format").exists() {
+        return Ok(());
+    }
+    println!("setup: installing the npm pprof-format decoder into tests/js");
+    sh(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&js))
+    .context("npm ci (install nodejs and npm: apt-get install nodejs npm)")
+}
+
 fn ensure_nightly() -> anyhow::Result<()> {
     let installed = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !installed.lines().any(|l| l.starts_with(TOOLCHAIN)) {

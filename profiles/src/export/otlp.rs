@@ -368,3 +368,50 @@ impl OtlpExporter {
             .map_err(|status| crate::Error::Export(format!("{}: {status}", self.config.endpoint)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn one_dictionary_with_zero_values_first_and_shared_entries() {
+        let a = testing::profile();
+        let mut b = testing::profile();
+        b.target = std::sync::Arc::new(crate::Target {
+            service_name: "other".into(),
+            attributes: Vec::new(),
+        });
+        let request = request(&[a, b]);
+        let d = request.dictionary.as_ref().unwrap();
+        assert_eq!(d.string_table[0], "");
+        assert_eq!(d.mapping_table[0], otlp::Mapping::default());
+        assert_eq!(d.location_table[0], otlp::Location::default());
+        assert_eq!(d.function_table[0], otlp::Function::default());
+        assert_eq!(d.stack_table[0], otlp::Stack::default());
+        assert_eq!(d.attribute_table[0], otlp::KeyValueAndUnit::default());
+        // Both services' stacks share the dictionary: 3 stacks, 5 locations.
+        assert_eq!(d.stack_table.len(), 1 + 3);
+        assert_eq!(d.location_table.len(), 1 + 5);
+        assert_eq!(request.resource_profiles.len(), 2);
+        let p = &request.resource_profiles[0].scope_profiles[0].profiles[0];
+        assert_eq!(p.samples.len(), 3);
+        assert_eq!(p.samples[0].values, vec![3 * 52_631_578]);
+        assert_eq!(p.profile_id.len(), 16);
+        for s in &p.samples {
+            assert!((s.stack_index as usize) < d.stack_table.len());
+            for &a in &s.attribute_indices {
+                let kv = &d.attribute_table[a as usize];
+                let key = &d.string_table[kv.key_strindex as usize];
+                assert!(key == "process.pid" || key == "thread.name", "{key}");
+            }
+        }
+        let build_ids: Vec<_> = d
+            .mapping_table
+            .iter()
+            .flat_map(|m| &m.attribute_indices)
+            .map(|&a| &d.attribute_table[a as usize])
+            .collect();
+        assert_eq!(build_ids.len(), 1, "only the mapping with a build id");
+    }
+}

@@ -275,3 +275,95 @@ pub fn validate(profile: &proto::Profile) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn encodes_a_valid_cpu_profile() {
+        let profile = testing::profile();
+        let encoded = encode(&profile);
+        validate(&encoded).expect("valid");
+        let decoded = proto::Profile::decode(encoded.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, encoded);
+        let s = |i: i64| decoded.string_table[i as usize].as_str();
+        assert_eq!(s(0), "");
+        assert_eq!(
+            (s(decoded.sample_type[0].r#type), s(decoded.sample_type[0].unit)),
+            ("cpu", "nanoseconds")
+        );
+        assert_eq!(decoded.period, 52_631_578);
+        assert_eq!(decoded.sample.len(), 3);
+        assert_eq!(decoded.sample[0].value, vec![3 * 52_631_578]);
+        let labels: Vec<(&str, i64, &str)> = decoded.sample[0]
+            .label
+            .iter()
+            .map(|l| (s(l.key), l.num, s(l.str)))
+            .collect();
+        assert_eq!(labels, vec![("pid", 42, ""), ("thread_name", 0, "app-worker")]);
+        // main and work are shared: 3 + 1 + 1 + 2 distinct locations.
+        assert_eq!(decoded.location.len(), 5);
+        let inlined = &decoded.location[decoded.sample[1].location_id[0] as usize - 1];
+        let names: Vec<&str> = inlined
+            .line
+            .iter()
+            .map(|l| s(decoded.function[l.function_id as usize - 1].name))
+            .collect();
+        assert_eq!(names, ["helper", "cold"], "innermost first");
+        let exe = &decoded.mapping[0];
+        assert_eq!((s(exe.filename), s(exe.build_id)), ("/usr/bin/app", "abcd1234"));
+        assert!(exe.has_functions && exe.has_line_numbers && exe.has_inline_frames);
+        let lib = &decoded.mapping[1];
+        assert_eq!(s(lib.filename), "/usr/lib/libz.so");
+        assert!(!lib.has_functions, "an unsymbolized frame");
+    }
+
+    #[test]
+    fn validation_rejects_what_pyroscope_rejects() {
+        let good = encode(&testing::profile());
+        let mut p = good.clone();
+        p.string_table[0] = "x".into();
+        assert!(validate(&p).is_err());
+        let mut p = good.clone();
+        p.location[0].id = 0;
+        assert!(validate(&p).is_err());
+        let mut p = good.clone();
+        p.sample[0].location_id.push(999);
+        assert!(validate(&p).is_err());
+        let mut p = good.clone();
+        p.sample[0].value.push(1);
+        assert!(validate(&p).is_err());
+        let mut p = good.clone();
+        p.function[0].name = 10_000;
+        assert!(validate(&p).is_err());
+        let mut p = good;
+        p.sample = vec![p.sample[0].clone(); MAX_SAMPLES + 1];
+        assert!(validate(&p).is_err());
+    }
+
+    #[test]
+    fn too_many_stacks_fold_into_other_keeping_the_total() {
+        let mut profile = testing::profile();
+        let template = profile.samples[0].clone();
+        profile.samples = (0..MAX_SAMPLES as u64 + 500)
+            .map(|i| {
+                let mut s = template.clone();
+                s.frames[0].address = 0x1000 + i;
+                s.count = 1 + i % 7;
+                s
+            })
+            .collect();
+        let total = profile.total_samples();
+        let (gz, encoded, folded) = encode_within_limits(&profile);
+        validate(&encoded).expect("within limits");
+        assert_eq!(encoded.sample.len(), MAX_SAMPLES);
+        assert_eq!(folded, 501);
+        let sum: i64 = encoded.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(sum as u64, total * profile.period_ns);
+        assert!(!gz.is_empty());
+    }
+}
