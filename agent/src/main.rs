@@ -13,7 +13,17 @@ use tokio::signal::unix::{SignalKind, signal};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Symbolization parses whole symbol tables and DWARF indexes on the profiler
+/// thread and frees them at the end of each interval; mimalloc keeps freed
+/// pages for reuse, which held ~30 MiB of RSS between intervals. Returning them
+/// is one call per interval on that thread.
+fn release_freed_memory() {
+    // SAFETY: no preconditions; affects the calling thread's heap.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 fn main() -> ExitCode {
+    agent::profiling::set_after_interval(release_freed_memory);
     let cli = Cli::parse();
     if cli.check {
         let report = probe::probe();

@@ -9,6 +9,7 @@
 
 pub mod export;
 pub mod flamegraph;
+pub mod kallsyms;
 pub mod module;
 pub mod perfmap;
 pub mod pprof;

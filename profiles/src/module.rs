@@ -32,6 +32,10 @@ pub struct Module {
     pub build_id: String,
     /// File size in bytes.
     pub size: u64,
+    /// Key of this file's symbolization results: derived from the build id
+    /// when there is one, so the same library seen through different inodes
+    /// (one per container image) is symbolized once; else the dense id.
+    pub cache_key: u64,
     file: Option<File>,
 }
 
@@ -80,17 +84,20 @@ impl ModuleCache {
             .as_ref()
             .and_then(|f| f.metadata().ok())
             .map_or(0, |m| m.len());
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut module = Module {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
             path: map.path.clone(),
             build_id: String::new(),
             size,
+            cache_key: id,
             file,
         };
         if let Some(path) = module.symbol_path()
-            && let Ok(Some(id)) = blazesym::helper::read_elf_build_id(&path)
+            && let Ok(Some(build_id)) = blazesym::helper::read_elf_build_id(&path)
         {
-            module.build_id = id.iter().map(|b| format!("{b:02x}")).collect();
+            module.build_id = build_id.iter().map(|b| format!("{b:02x}")).collect();
+            module.cache_key = build_id_key(&module.build_id);
         }
         let module = Arc::new(module);
         self.modules.put(key, Arc::clone(&module));
@@ -104,4 +111,13 @@ impl ModuleCache {
     pub fn is_empty(&self) -> bool {
         self.modules.is_empty()
     }
+}
+
+/// A cache key from a build id, with the top bit set so it never equals a
+/// dense module id.
+fn build_id_key(build_id: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    build_id.hash(&mut h);
+    h.finish() | 1 << 63
 }

@@ -245,4 +245,55 @@ mod tests {
         assert_eq!(module.build_id.len() % 2, 0);
         assert!(!table.snapshot(u32::MAX - 7, Arc::new(Target::default())));
     }
+
+    #[test]
+    fn jit_code_is_named_from_the_perf_map() {
+        // Anonymous executable memory, as a JIT allocates it.
+        const LEN: usize = 4096;
+        // SAFETY: a fresh private anonymous mapping, unmapped below.
+        let code = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                LEN,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(code, libc::MAP_FAILED);
+        let start = code as u64;
+        let me = std::process::id();
+        // Our own pid namespace: NSpid is our pid; /proc/self/root is /.
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{me}.map"));
+        std::fs::write(&map, format!("{start:x} 40 JS:*fib index.js:3\n")).unwrap();
+        let mut table = ProcessTable::new("/proc", 8, 64);
+        assert!(table.snapshot(me, Arc::new(Target::default())));
+        let process = table.get(me).unwrap();
+        let mapping = process.mapping(start + 8).expect("anonymous mapping");
+        assert!(mapping.module.is_none());
+        assert_eq!(
+            process.jit_symbol(start + 8).map(|s| &**s),
+            Some("JS:*fib index.js:3")
+        );
+        assert_eq!(process.jit_symbol(start + 0x40), None);
+        // Appended symbols are picked up before the next symbolization.
+        std::fs::write(
+            &map,
+            format!(
+                "{start:x} 40 JS:*fib index.js:3\n{:x} 20 JS:*later x.js:1\n",
+                start + 0x100
+            ),
+        )
+        .unwrap();
+        table.refresh(me, &[start + 0x108]);
+        let process = table.get(me).unwrap();
+        assert_eq!(
+            process.jit_symbol(start + 0x108).map(|s| &**s),
+            Some("JS:*later x.js:1")
+        );
+        let _ = std::fs::remove_file(&map);
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(code, LEN) };
+    }
 }

@@ -55,7 +55,7 @@ impl Profile {
         if self.samples.len() <= max || max == 0 {
             return 0;
         }
-        self.samples.sort_by(|a, b| b.count.cmp(&a.count));
+        self.samples.sort_by_key(|s| std::cmp::Reverse(s.count));
         let rest = self.samples.split_off(max - 1);
         let folded = rest.len();
         let count = rest.iter().map(|s| s.count).sum();
@@ -176,6 +176,7 @@ impl Collector {
             }
         }
         self.processes.forget_exited();
+        self.symbolizer.end_interval();
         by_target
             .into_iter()
             .map(|(target, samples)| Profile {
@@ -227,9 +228,65 @@ mod tests {
         }
     }
 
+    /// This test binary's own frame at `addr`, symbolized with these limits.
+    fn own_frame(limits: SymbolizerLimits) -> (Collector, Vec<Frame>) {
+        let mut collector = Collector::new(
+            "/proc",
+            CollectorLimits {
+                symbolizer: limits,
+                ..CollectorLimits::default()
+            },
+        );
+        let me = std::process::id();
+        assert!(collector.announce(me, Arc::new(Target::default())));
+        let addr = marker_function_for_symbolization as *const () as u64;
+        let raw = RawSample {
+            tgid: me,
+            comm: "unit".into(),
+            user: vec![addr + 1],
+            kernel: Vec::new(),
+            user_lost: false,
+            kernel_lost: false,
+            count: 1,
+        };
+        let mut profiles = collector.collect(vec![raw], window(), |_, _| unreachable!());
+        let frames = profiles.remove(0).samples.remove(0).frames;
+        (collector, frames)
+    }
+
+    #[test]
+    fn large_files_are_named_from_elf_symbols_without_dwarf() {
+        let (_, frames) = own_frame(SymbolizerLimits {
+            max_debug_file_bytes: 0,
+            ..SymbolizerLimits::default()
+        });
+        let leaf = &frames[0];
+        assert!(
+            leaf.lines[0]
+                .function
+                .contains("marker_function_for_symbolization")
+        );
+        assert!(leaf.lines.iter().all(|l| l.line == 0), "no DWARF: {leaf:?}");
+        let (collector, frames) = own_frame(SymbolizerLimits {
+            max_debug_file_bytes: u64::MAX,
+            ..SymbolizerLimits::default()
+        });
+        assert!(frames[0].lines.iter().any(|l| l.line > 0), "DWARF lines");
+        assert_eq!(collector.stats().unsymbolized, 0);
+    }
+
     #[test]
     fn symbolizes_this_process_from_its_snapshot() {
-        let mut collector = Collector::new("/proc", CollectorLimits::default());
+        let mut collector = Collector::new(
+            "/proc",
+            CollectorLimits {
+                symbolizer: SymbolizerLimits {
+                    max_debug_file_bytes: u64::MAX,
+                    ..SymbolizerLimits::default()
+                },
+                ..CollectorLimits::default()
+            },
+        );
         let me = std::process::id();
         let target = Arc::new(Target {
             service_name: "unit".into(),

@@ -1,20 +1,22 @@
-//! Addresses to function names, files and lines, with `blazesym`.
+//! Addresses to function names, files and lines.
 //!
 //! User addresses are translated to file offsets through the process snapshot
-//! and symbolized per module (ELF symbols, DWARF with inlined functions and
-//! lines, demangled Rust and C++); kernel addresses through kallsyms; addresses
-//! in anonymous memory through the process's JIT perf map.
+//! and symbolized per module with `blazesym` (ELF symbols, DWARF with inlined
+//! functions and lines, demangled Rust and C++); kernel addresses through
+//! kallsyms ([`crate::kallsyms`]); addresses in anonymous memory through the
+//! process's JIT perf map.
 //!
 //! Bounds: results are cached per (module, offset) in an LRU; blazesym's parsed
 //! files are evicted when more than [`SymbolizerLimits::resident_modules`]
-//! modules were used; DWARF is skipped for files larger than
+//! modules were used in an interval, and all of them at its end
+//! ([`Symbolizer::end_interval`]); DWARF is skipped for files larger than
 //! [`SymbolizerLimits::max_debug_file_bytes`] (ELF symbols still name them).
 
 use std::{collections::HashMap, num::NonZeroUsize, path::PathBuf, sync::Arc};
 
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blaze,
-    source::{Elf, Kernel, Source},
+    source::{Elf, Source},
 };
 use lru::LruCache;
 
@@ -80,8 +82,8 @@ impl Default for SymbolizerLimits {
     fn default() -> Self {
         SymbolizerLimits {
             cached_frames: 65_536,
-            resident_modules: 32,
-            max_debug_file_bytes: 512 << 20,
+            resident_modules: 8,
+            max_debug_file_bytes: 64 << 20,
         }
     }
 }
@@ -96,11 +98,13 @@ pub struct SymbolizeStats {
 pub struct Symbolizer {
     blaze: Blaze,
     limits: SymbolizerLimits,
+    /// Results by (module cache key, file offset); the kernel is key 0.
     cache: LruCache<(u64, u64), Arc<[Line]>>,
     /// Modules blazesym currently caches, by id, with the path it knows them by.
     resident: LruCache<u64, PathBuf>,
     /// The module each `/proc/self/fd/N` path currently means (fds are reused).
     paths: HashMap<PathBuf, u64>,
+    kernel: crate::kallsyms::KernelSymbols,
     kernel_mapping: Arc<MappingInfo>,
     unknown_mapping: Arc<MappingInfo>,
     pub stats: SymbolizeStats,
@@ -121,11 +125,7 @@ impl Symbolizer {
             })
         };
         Symbolizer {
-            blaze: Blaze::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .build(),
+            blaze: new_blaze(),
             limits,
             cache: LruCache::new(
                 NonZeroUsize::new(limits.cached_frames).unwrap_or(NonZeroUsize::MIN),
@@ -134,6 +134,7 @@ impl Symbolizer {
                 NonZeroUsize::new(limits.resident_modules).unwrap_or(NonZeroUsize::MIN),
             ),
             paths: HashMap::new(),
+            kernel: Default::default(),
             kernel_mapping: pseudo("[kernel.kallsyms]", 0xffff_8000_0000_0000, u64::MAX),
             unknown_mapping: pseudo("[unknown]", 0, 0),
             stats: SymbolizeStats::default(),
@@ -204,7 +205,7 @@ impl Symbolizer {
     }
 
     fn in_module(&mut self, module: &Module, offset: u64) -> Arc<[Line]> {
-        if let Some(lines) = self.cache.get(&(module.id, offset)) {
+        if let Some(lines) = self.cache.get(&(module.cache_key, offset)) {
             return Arc::clone(lines);
         }
         let Some(path) = module.symbol_path() else {
@@ -222,7 +223,8 @@ impl Symbolizer {
                 Arc::from([])
             }
         };
-        self.cache.put((module.id, offset), Arc::clone(&lines));
+        self.cache
+            .put((module.cache_key, offset), Arc::clone(&lines));
         lines
     }
 
@@ -252,6 +254,16 @@ impl Symbolizer {
         self.paths.remove(path);
     }
 
+    /// Called after each interval: drops blazesym's parsed files (symbol
+    /// tables, DWARF indexes: ~10 MiB for a libc with debug info). The frame
+    /// cache keeps every answer, so the next interval re-parses a file only for
+    /// addresses it has never seen; memory between intervals stays flat.
+    pub fn end_interval(&mut self) {
+        self.blaze = new_blaze();
+        self.resident.clear();
+        self.paths.clear();
+    }
+
     /// Symbolizes a kernel stack (leaf first).
     pub fn kernel_stack(&mut self, stack: &[u64]) -> Vec<Frame> {
         let missing: Vec<u64> = stack
@@ -260,18 +272,17 @@ impl Symbolizer {
             .filter(|a| !self.cache.contains(&(KERNEL, *a)))
             .collect();
         if !missing.is_empty() {
-            let src = Source::Kernel(Kernel {
-                vmlinux: blazesym::MaybeDefault::None,
-                debug_syms: false,
-                ..Kernel::default()
-            });
-            match self.blaze.symbolize(&src, Input::AbsAddr(&missing)) {
-                Ok(results) => {
-                    for (addr, result) in missing.iter().zip(results) {
-                        self.cache.put((KERNEL, *addr), lines_of(result));
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "kernel symbolization failed"),
+            let names = self.kernel.resolve_running(&missing);
+            for (addr, name) in missing.iter().zip(names) {
+                let lines: Arc<[Line]> = match name {
+                    Some(name) => Arc::from([Line {
+                        function: Arc::from(name.as_str()),
+                        file: None,
+                        line: 0,
+                    }]),
+                    None => Arc::from([]),
+                };
+                self.cache.put((KERNEL, *addr), lines);
             }
         }
         let mut frames = Vec::with_capacity(stack.len());
@@ -298,6 +309,14 @@ impl Symbolizer {
             self.stats.unsymbolized += 1;
         }
     }
+}
+
+fn new_blaze() -> Blaze {
+    Blaze::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
 }
 
 /// pprof's order: inlined functions innermost first, the real function last.

@@ -55,9 +55,16 @@ pub fn profile() -> Profile {
         duration_ns: 15_000_000_000,
         period_ns: 52_631_578,
         samples: vec![
-            sample(vec![frame(&exe, 0x1300, &["hot"]), work.clone(), main.clone()], 3),
             sample(
-                vec![frame(&exe, 0x1400, &["helper", "cold"]), work.clone(), main.clone()],
+                vec![frame(&exe, 0x1300, &["hot"]), work.clone(), main.clone()],
+                3,
+            ),
+            sample(
+                vec![
+                    frame(&exe, 0x1400, &["helper", "cold"]),
+                    work.clone(),
+                    main.clone(),
+                ],
                 1,
             ),
             sample(vec![frame(&lib, 0x2345, &[]), work, main], 2),

@@ -68,6 +68,10 @@ pub struct Ran {
 
 /// Runs `program args` to completion; CPU time (user + system) from `wait4`.
 pub fn run_measured(program: &Path, args: &[&str]) -> Ran {
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped below with wait4, which also gives its rusage"
+    )]
     let child = Command::new(program)
         .args(args)
         .spawn()
@@ -199,7 +203,7 @@ pub fn callers(stacks: &[Stack], function: &str) -> Vec<(String, i64)> {
             }
         }
     }
-    out.sort_by(|a, b| b.1.cmp(&a.1));
+    out.sort_by_key(|c| std::cmp::Reverse(c.1));
     out
 }
 

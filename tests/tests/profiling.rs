@@ -268,6 +268,46 @@ async fn stripped_binary_keeps_module_address_and_build_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_executable_is_still_symbolized() {
+    if !privileged("deleted_executable_is_still_symbolized") {
+        return;
+    }
+    let dir = temp_dir("prof-deleted");
+    let exe = build_c_burner(&dir.join("burn-deleted"));
+    let agent = Running::start(settings(199, &dir))
+        .await
+        .expect("agent starts");
+    let ran = tokio::task::spawn_blocking({
+        let exe = exe.clone();
+        move || {
+            // Deleted while it runs, like a binary replaced by an upgrade.
+            let remove = {
+                let exe = exe.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(500));
+                    std::fs::remove_file(&exe).expect("delete the running binary");
+                })
+            };
+            let ran = run_measured(&exe, &["cpu", "2"]);
+            remove.join().expect("deleter");
+            ran
+        }
+    })
+    .await
+    .expect("burner");
+    assert!(!exe.exists());
+    agent.handle.stop().await;
+    let (_, profile) = read_pprof(&dir, "burn-deleted");
+    pprof::validate(&profile).expect("valid");
+    let stacks = mine(stacks(&profile), ran.pid);
+    assert!(
+        inclusive(&stacks, "burn_heavy") > 0 && inclusive(&stacks, "burn_light") > 0,
+        "functions of the deleted binary: {:?}",
+        stacks.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyroscope_push_and_otlp_profiles() {
     if !privileged("pyroscope_push_and_otlp_profiles") {
         return;

@@ -15,6 +15,8 @@ use crate::{
     bench_http::{Killed, cpu_seconds, peak_rss_mib},
 };
 
+const WARM_UP: u64 = 17;
+
 struct Measure {
     cpu_share: f64,
     rss_mib: f64,
@@ -38,22 +40,15 @@ fn measure(profiling: Option<u64>, seconds: u64, dir: &std::path::Path) -> anyho
     let frequency = profiling.map(|f| f.to_string());
     let mut args = vec!["--stdout", "off", "--prometheus-listen", "127.0.0.1:9477"];
     match &frequency {
-        Some(f) => args.extend([
-            "--profile-frequency",
-            f,
-            "--profile-interval",
-            "5s",
-            "--profiles-dir",
-            &dir,
-        ]),
+        Some(f) => args.extend(["--profile-frequency", f, "--profiles-dir", &dir]),
         None => args.extend(["--profiling", "off"]),
     }
     let (child, _logs) = start_agent(&args)?;
     let agent = Killed(child);
     let pid = agent.0.id();
-    // Past start-up (kernel object, procfs scan) and the first intervals, where
-    // caches fill: the steady state is what runs for months.
-    std::thread::sleep(Duration::from_secs(6));
+    // Past start-up (kernel object, procfs scan) and the first interval (the
+    // default 15 s), where caches fill: the steady state is what runs for months.
+    std::thread::sleep(Duration::from_secs(WARM_UP));
     let (cpu0, t0) = (cpu_seconds(pid)?, Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));
     let cpu = cpu_seconds(pid)? - cpu0;
@@ -71,7 +66,8 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join("agent-bench-profiles");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "profiler cost: agent CPU (share of one core) and RSS over {seconds} s, after 6 s of warm-up;"
+        "profiler cost: agent CPU (share of one core) and RSS over {seconds} s after {WARM_UP} s of \
+         warm-up, default 15 s interval, profiles written to a directory (the no-backend default);"
     );
     println!("baseline = the same agent with --profiling off, same load, same run.");
     println!(
@@ -113,7 +109,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
                 (m.cpu_share - base.cpu_share) * 100.0,
                 m.rss_mib,
                 m.peak_mib,
-                m.samples / (seconds as f64 + 6.0)
+                m.samples / (seconds + WARM_UP) as f64
             );
         }
     }

@@ -80,10 +80,10 @@ fn main() -> anyhow::Result<()> {
             match which.as_str() {
                 "syscalls" => bench::run(iterations),
                 "http" => bench_http::run(seconds),
-                "profile" => bench_profile::run(seconds.max(20)),
+                "profile" => bench_profile::run(seconds.max(30)),
                 "all" => bench::run(iterations)
                     .and_then(|()| bench_http::run(seconds))
-                    .and_then(|()| bench_profile::run(seconds.max(20))),
+                    .and_then(|()| bench_profile::run(seconds.max(30))),
                 other => {
                     anyhow::bail!("unknown benchmark {other:?}: syscalls, http, profile or all")
                 }

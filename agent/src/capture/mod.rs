@@ -14,6 +14,15 @@ use aya::{
 
 pub use event::{Direction, Event, EventKind, Record, TcpState};
 
+/// What [`Capture::start`] hands over: the capture, its ring buffer, the attach
+/// report and the CPU sampler (when profiling is on and could attach).
+pub type Started = (
+    Capture,
+    RingBuf<MapData>,
+    Vec<loader::AttachResult>,
+    Option<crate::profiling::Sampler>,
+);
+
 /// The loaded kernel side. Dropping it detaches every program.
 pub struct Capture {
     /// Keeps the programs loaded.
@@ -27,15 +36,7 @@ pub struct Capture {
 impl Capture {
     /// Loads and attaches; returns the capture, its ring buffer, the attach
     /// report and, when profiling is on and could attach, the CPU sampler.
-    pub fn start(
-        settings: &crate::config::Settings,
-        agent_tgid: u32,
-    ) -> anyhow::Result<(
-        Capture,
-        RingBuf<MapData>,
-        Vec<loader::AttachResult>,
-        Option<crate::profiling::Sampler>,
-    )> {
+    pub fn start(settings: &crate::config::Settings, agent_tgid: u32) -> anyhow::Result<Started> {
         let (mut ebpf, links, report) = loader::load(settings, agent_tgid)?;
         let sampler = if settings.profiling.enabled {
             match crate::profiling::Sampler::attach(&mut ebpf, settings.profiling.frequency) {

@@ -36,6 +36,15 @@ pub use sampler::Sampler;
 
 use crate::{config::ProfilingSettings, discovery::Discovery, self_metrics::SelfMetrics};
 
+/// Called on the profiler thread after each interval (the binary returns the
+/// allocator's freed memory to the system there).
+static AFTER_INTERVAL: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs on the profiler thread after each interval; first call wins.
+pub fn set_after_interval(hook: fn()) {
+    let _ = AFTER_INTERVAL.set(hook);
+}
+
 /// Intervals waiting for the exporter; more are dropped (and counted) while a
 /// backend is slow.
 const EXPORT_QUEUE: usize = 4;
@@ -152,6 +161,9 @@ impl Worker {
             if stopping || Instant::now() >= next {
                 let now = SystemTime::now();
                 self.interval_done(window_start, now);
+                if let Some(hook) = AFTER_INTERVAL.get() {
+                    hook();
+                }
                 window_start = now;
                 next += self.interval;
                 if next < Instant::now() {

@@ -244,13 +244,12 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
 
 /// A 16-byte id unique per (service, interval), never all zeroes.
 fn profile_id(profile: &Profile) -> Vec<u8> {
-    use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+    use std::hash::BuildHasher as _;
     let state = std::collections::hash_map::RandomState::new();
     let mut id = Vec::with_capacity(16);
     for salt in 0..2u8 {
-        let mut h = state.build_hasher();
-        (salt, &profile.target, profile.start_unix_ns).hash(&mut h);
-        id.extend_from_slice(&h.finish().to_be_bytes());
+        let h = state.hash_one((salt, &profile.target, profile.start_unix_ns));
+        id.extend_from_slice(&h.to_be_bytes());
     }
     id[15] |= 1;
     id

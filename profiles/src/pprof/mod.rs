@@ -293,7 +293,10 @@ mod tests {
         let s = |i: i64| decoded.string_table[i as usize].as_str();
         assert_eq!(s(0), "");
         assert_eq!(
-            (s(decoded.sample_type[0].r#type), s(decoded.sample_type[0].unit)),
+            (
+                s(decoded.sample_type[0].r#type),
+                s(decoded.sample_type[0].unit)
+            ),
             ("cpu", "nanoseconds")
         );
         assert_eq!(decoded.period, 52_631_578);
@@ -304,7 +307,10 @@ mod tests {
             .iter()
             .map(|l| (s(l.key), l.num, s(l.str)))
             .collect();
-        assert_eq!(labels, vec![("pid", 42, ""), ("thread_name", 0, "app-worker")]);
+        assert_eq!(
+            labels,
+            vec![("pid", 42, ""), ("thread_name", 0, "app-worker")]
+        );
         // main and work are shared: 3 + 1 + 1 + 2 distinct locations.
         assert_eq!(decoded.location.len(), 5);
         let inlined = &decoded.location[decoded.sample[1].location_id[0] as usize - 1];
@@ -315,7 +321,10 @@ mod tests {
             .collect();
         assert_eq!(names, ["helper", "cold"], "innermost first");
         let exe = &decoded.mapping[0];
-        assert_eq!((s(exe.filename), s(exe.build_id)), ("/usr/bin/app", "abcd1234"));
+        assert_eq!(
+            (s(exe.filename), s(exe.build_id)),
+            ("/usr/bin/app", "abcd1234")
+        );
         assert!(exe.has_functions && exe.has_line_numbers && exe.has_inline_frames);
         let lib = &decoded.mapping[1];
         assert_eq!(s(lib.filename), "/usr/lib/libz.so");
