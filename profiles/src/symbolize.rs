@@ -205,7 +205,12 @@ impl Symbolizer {
     }
 
     fn in_module(&mut self, module: &Module, offset: u64) -> Arc<[Line]> {
+        // Names are shared by build id; "no name" is per file, so a stripped
+        // copy (same build id) never hides the names its twin has.
         if let Some(lines) = self.cache.get(&(module.cache_key, offset)) {
+            return Arc::clone(lines);
+        }
+        if let Some(lines) = self.cache.get(&(module.id, offset)) {
             return Arc::clone(lines);
         }
         let Some(path) = module.symbol_path() else {
@@ -223,8 +228,12 @@ impl Symbolizer {
                 Arc::from([])
             }
         };
-        self.cache
-            .put((module.cache_key, offset), Arc::clone(&lines));
+        let key = if lines.is_empty() {
+            module.id
+        } else {
+            module.cache_key
+        };
+        self.cache.put((key, offset), Arc::clone(&lines));
         lines
     }
 
