@@ -83,16 +83,16 @@ fn record(
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if let Some(count) = counts.get_ptr_mut(&key) {
+    if let Some(count) = counts.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value; only this CPU writes it,
         // and a perf event does not nest on its own CPU.
         unsafe { *count += 1 };
         return Ok(());
     }
-    match counts.insert(&key, &1, BPF_NOEXIST) {
+    match counts.insert(key, 1u64, BPF_NOEXIST) {
         Ok(()) => Ok(()),
         // Another CPU inserted the same key in between.
-        Err(e) if e == -EEXIST => match counts.get_ptr_mut(&key) {
+        Err(e) if e == -EEXIST => match counts.get_ptr_mut(key) {
             Some(count) => {
                 // SAFETY: as above.
                 unsafe { *count += 1 };
@@ -124,17 +124,17 @@ fn stack_id(ctx: &PerfEventContext, stacks: &StackTrace, flags: u64) -> i32 {
 #[inline(always)]
 fn announce(tgid: u32) {
     // SAFETY: read-only lookup of a plain value.
-    if unsafe { SEEN.get(&tgid) }.is_some() {
+    if unsafe { SEEN.get(tgid) }.is_some() {
         return;
     }
-    if SEEN.insert(&tgid, &0, BPF_NOEXIST).is_err() {
+    if SEEN.insert(tgid, 0u32, BPF_NOEXIST).is_err() {
         // Another CPU announced it first.
         return;
     }
     let notice = NewProcess { tgid, _pad: 0 };
     if PROCS.output::<NewProcess>(&notice, 0).is_err() {
         // Forget it, so the next sample tries again.
-        let _ = SEEN.remove(&tgid);
+        let _ = SEEN.remove(tgid);
         count_loss(Loss::ProfileProcessNotice);
     }
 }
@@ -143,7 +143,7 @@ fn announce(tgid: u32) {
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let _ = SEEN.remove(&tgid);
+    let _ = SEEN.remove(tgid);
     0
 }
 
@@ -153,7 +153,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == pid_tgid as u32 {
-        let _ = SEEN.remove(&tgid);
+        let _ = SEEN.remove(tgid);
     }
     0
 }
