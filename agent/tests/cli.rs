@@ -13,6 +13,15 @@ use std::{
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent");
 
+/// The agent binary with profiling off: profiling has its own tests (and one
+/// below); elsewhere it would write `./agent-profiles` and add its final
+/// flush to the stop time these tests measure.
+fn agent() -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.env("AGENT_PROFILING", "off");
+    cmd
+}
+
 fn privileged(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -70,10 +79,7 @@ fn check_reports_every_capability_and_says_it_can_run() {
     if !privileged("check_reports_every_capability_and_says_it_can_run") {
         return;
     }
-    let out = Command::new(AGENT)
-        .arg("--check")
-        .output()
-        .expect("run agent --check");
+    let out = agent().arg("--check").output().expect("run agent --check");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for name in [
@@ -110,7 +116,7 @@ fn events_as_json_lines_then_clean_exit_on_sigterm() {
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let mut child = Command::new(AGENT)
+    let mut child = agent()
         .args([
             "--events",
             "--log-format",
@@ -161,7 +167,7 @@ fn events_as_json_lines_then_clean_exit_on_sigterm() {
 
 #[test]
 fn bad_configuration_is_a_clear_error() {
-    let out = Command::new(AGENT)
+    let out = agent()
         .args(["--capture-bytes", "999999"])
         .output()
         .expect("run agent");
@@ -172,7 +178,7 @@ fn bad_configuration_is_a_clear_error() {
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("agent.toml");
     std::fs::write(&file, "capture_bytes = 1024\nunknown_key = true\n").expect("write");
-    let out = Command::new(AGENT)
+    let out = agent()
         .arg("--config")
         .arg(&file)
         .output()
@@ -307,7 +313,7 @@ fn otlp_is_configured_by_the_standard_environment_variables() {
     // A tiny HTTP server in this process (which is not the agent: it is traced).
     let app = TcpListener::bind("127.0.0.1:0").expect("bind");
     let app_port = app.local_addr().expect("addr").port();
-    let mut child = Command::new(AGENT)
+    let mut child = agent()
         .args([
             "--log-format",
             "json",
@@ -397,4 +403,49 @@ fn otlp_is_configured_by_the_standard_environment_variables() {
     let (status, took) = terminate(&mut child);
     assert!(status.success());
     assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn profiles_of_the_last_interval_are_written_on_sigterm() {
+    if !privileged("profiles_of_the_last_interval_are_written_on_sigterm") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agent-cli-profiles-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(AGENT)
+        .args([
+            "--log-format",
+            "json",
+            "--prometheus-listen",
+            "off",
+            "--stdout",
+            "off",
+        ])
+        .args(["--profile-frequency", "99", "--profile-interval", "10m"])
+        .arg("--profiles-dir")
+        .arg(&dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agent");
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    wait_line(&stderr, "profiling on", |l| l.contains("CPU profiling on"));
+    // Something to sample: this test's own thread, busy for a moment.
+    let until = Instant::now() + Duration::from_millis(700);
+    let mut x = 0u64;
+    while Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    let (status, took) = terminate(&mut child);
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop");
+    let written: Vec<String> = std::fs::read_dir(&dir)
+        .expect("profiles dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(
+        written.iter().any(|f| f.ends_with(".pb.gz"))
+            && written.iter().any(|f| f.ends_with(".svg")),
+        "files: {written:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,8 +20,9 @@ use profiles::pprof;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs `program args` under an agent sampling at `frequency`; returns the
-/// burner's pid, its CPU time and the agent's output directory.
+/// Runs `program args` under an agent sampling at `frequency` and writing to
+/// `dir`; returns the burner's pid and CPU time once the agent has stopped
+/// (and so written its last profiles).
 async fn profile_run(
     test: &str,
     frequency: u64,
@@ -29,19 +30,28 @@ async fn profile_run(
     args: &[&str],
     dir: &Path,
 ) -> e2e::profiling::Ran {
-    let agent = Running::start(settings(frequency, dir))
-        .await
-        .expect("agent starts");
     let (program, args) = (
         program.to_path_buf(),
         args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     );
-    let ran = tokio::task::spawn_blocking(move || {
+    profile_while(test, frequency, dir, move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_measured(&program, &args)
     })
     .await
-    .expect("burner");
+}
+
+/// Runs `burner` (on a blocking thread) under an agent, as [`profile_run`].
+async fn profile_while(
+    test: &str,
+    frequency: u64,
+    dir: &Path,
+    burner: impl FnOnce() -> e2e::profiling::Ran + Send + 'static,
+) -> e2e::profiling::Ran {
+    let agent = Running::start(settings(frequency, dir))
+        .await
+        .expect("agent starts");
+    let ran = tokio::task::spawn_blocking(burner).await.expect("burner");
     agent.handle.stop().await;
     eprintln!("{test}: pid {} used {:?} of CPU", ran.pid, ran.cpu);
     ran
@@ -274,10 +284,7 @@ async fn deleted_executable_is_still_symbolized() {
     }
     let dir = temp_dir("prof-deleted");
     let exe = build_c_burner(&dir.join("burn-deleted"));
-    let agent = Running::start(settings(199, &dir))
-        .await
-        .expect("agent starts");
-    let ran = tokio::task::spawn_blocking({
+    let ran = profile_while("deleted", 199, &dir, {
         let exe = exe.clone();
         move || {
             // Deleted while it runs, like a binary replaced by an upgrade.
@@ -293,10 +300,8 @@ async fn deleted_executable_is_still_symbolized() {
             ran
         }
     })
-    .await
-    .expect("burner");
+    .await;
     assert!(!exe.exists());
-    agent.handle.stop().await;
     let (_, profile) = read_pprof(&dir, "burn-deleted");
     pprof::validate(&profile).expect("valid");
     let stacks = mine(stacks(&profile), ran.pid);

@@ -72,15 +72,20 @@ pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
-pub(crate) fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+/// A `kB` field of `/proc/PID/status` (`VmHWM`, `VmRSS`, …) in MiB.
+pub(crate) fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
-        .context("VmHWM")?
+        .with_context(|| format!("{field} in /proc/{pid}/status"))?
         .parse()?;
     Ok(kib / 1024.0)
+}
+
+pub(crate) fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmHWM")
 }
 
 pub(crate) fn scrape(port: u16) -> anyhow::Result<String> {

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::{
     bench::start_agent,
-    bench_http::{Killed, cpu_seconds, peak_rss_mib},
+    bench_http::{Killed, cpu_seconds, peak_rss_mib, status_mib},
 };
 
 const WARM_UP: u64 = 17;
@@ -22,17 +22,6 @@ struct Measure {
     rss_mib: f64,
     peak_mib: f64,
     samples: f64,
-}
-
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmRSS")?
-        .parse()?;
-    Ok(kib / 1024.0)
 }
 
 fn measure(profiling: Option<u64>, seconds: u64, dir: &std::path::Path) -> anyhow::Result<Measure> {
@@ -56,7 +45,7 @@ fn measure(profiling: Option<u64>, seconds: u64, dir: &std::path::Path) -> anyho
     let metrics = crate::bench_http::scrape(9477).unwrap_or_default();
     Ok(Measure {
         cpu_share: cpu / elapsed,
-        rss_mib: rss_mib(pid)?,
+        rss_mib: status_mib(pid, "VmRSS")?,
         peak_mib: peak_rss_mib(pid)?,
         samples: crate::bench_http::sum(&metrics, "agent_profile_samples_total", ""),
     })

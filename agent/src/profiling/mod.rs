@@ -48,6 +48,8 @@ pub fn set_after_interval(hook: fn()) {
 /// Intervals waiting for the exporter; more are dropped (and counted) while a
 /// backend is slow.
 const EXPORT_QUEUE: usize = 4;
+/// Longest wait for the final interval's profiles at stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for process announcements between checks for stop.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -115,14 +117,23 @@ impl Profiling {
         })
     }
 
-    /// Drains and exports what was sampled so far, then stops.
+    /// Drains and exports what was sampled so far, then stops. Bounded by
+    /// [`STOP_TIMEOUT`]: past it the last partial interval is given up (and
+    /// said so) rather than holding up the agent's exit.
     pub async fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        if let Some(exporter) = self.exporter.take() {
-            let _ = exporter.await;
+        let flushed = async {
+            if let Some(thread) = self.thread.take() {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            if let Some(exporter) = self.exporter.take() {
+                let _ = exporter.await;
+            }
+        };
+        if tokio::time::timeout(STOP_TIMEOUT, flushed).await.is_err() {
+            tracing::warn!(
+                "the last profiles were not written or sent within {STOP_TIMEOUT:?}; stopping without them"
+            );
         }
     }
 }
