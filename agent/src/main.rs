@@ -22,7 +22,22 @@ fn release_freed_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+/// No transparent huge pages for the agent: mimalloc asks for them on its
+/// arenas, and a 2 MiB page touched anywhere counts whole in RSS. Measured
+/// here: 35 MiB RSS with, 17 MiB without (profiling off); 55 and 28 MiB with
+/// profiling at 19 Hz. An agent's memory is judged by its RSS.
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        eprintln!(
+            "agent: PR_SET_THP_DISABLE: {} (RSS may count whole huge pages)",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     agent::profiling::set_after_interval(release_freed_memory);
     let cli = Cli::parse();
     if cli.check {
