@@ -95,6 +95,69 @@ impl ProfilesService for Sink {
     }
 }
 
+/// An OTLP profiles HTTP/protobuf receiver (`POST /v1development/profiles`,
+/// gzip accepted) on a free loopback port.
+pub async fn otlp_profiles_http()
+-> anyhow::Result<(SocketAddr, mpsc::Receiver<ExportProfilesServiceRequest>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move { Ok::<_, Infallible>(otlp_http(req, tx).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, rx))
+}
+
+async fn otlp_http(
+    req: Request<Incoming>,
+    tx: mpsc::Sender<ExportProfilesServiceRequest>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/v1development/profiles"
+        || req
+            .headers()
+            .get("content-type")
+            .is_none_or(|v| v.as_bytes() != b"application/x-protobuf")
+    {
+        return status(StatusCode::NOT_FOUND);
+    }
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let body = if gzip {
+        let mut out = Vec::new();
+        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+            .is_err()
+        {
+            return status(StatusCode::BAD_REQUEST);
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    match ExportProfilesServiceRequest::decode(body) {
+        Ok(request) => {
+            let _ = tx.send(request).await;
+            status(StatusCode::OK)
+        }
+        Err(_) => status(StatusCode::BAD_REQUEST),
+    }
+}
+
 /// An OTLP profiles gRPC receiver on a free loopback port.
 pub async fn otlp_profiles()
 -> anyhow::Result<(SocketAddr, mpsc::Receiver<ExportProfilesServiceRequest>)> {

@@ -313,6 +313,52 @@ async fn deleted_executable_is_still_symbolized() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_profiles_over_http_protobuf() {
+    if !privileged("otlp_profiles_over_http_protobuf") {
+        return;
+    }
+    let dir = temp_dir("prof-otlp-http");
+    let exe = build_c_burner(&dir.join("burn-otlp-http"));
+    let (addr, mut otlp) = profile_receivers::otlp_profiles_http()
+        .await
+        .expect("receiver");
+    let mut s = settings(99, &dir);
+    s.profiling.dir = None;
+    // As resolved from OTEL_EXPORTER_OTLP_ENDPOINT + _PROTOCOL=http/protobuf
+    // + _COMPRESSION=gzip (unit-tested in the agent).
+    s.profiling.otlp = Some(profiles::export::otlp::OtlpConfig {
+        protocol: profiles::export::otlp::Protocol::HttpProtobuf,
+        endpoint: format!("http://{addr}/v1development/profiles"),
+        headers: vec![("x-tenant".into(), "t1".into())],
+        timeout: Duration::from_secs(5),
+        gzip: true,
+    });
+    let agent = Running::start(s).await.expect("agent starts");
+    let ran = tokio::task::spawn_blocking(move || run_measured(&exe, &["cpu", "1"]))
+        .await
+        .unwrap();
+    agent.handle.stop().await;
+    let request = tokio::time::timeout(DEADLINE, otlp.recv())
+        .await
+        .expect("an OTLP export within the deadline")
+        .expect("request");
+    let dict = request.dictionary.as_ref().expect("dictionary");
+    let mine = request
+        .resource_profiles
+        .iter()
+        .flat_map(|rp| &rp.scope_profiles[0].profiles[0].samples)
+        .filter(|s| {
+            s.attribute_indices.iter().any(|&a| {
+                let kv = &dict.attribute_table[a as usize];
+                dict.string_table[kv.key_strindex as usize] == "process.pid"
+                    && format!("{:?}", kv.value).contains(&format!("IntValue({})", ran.pid))
+            })
+        })
+        .count();
+    assert!(mine > 0, "samples of pid {} in the OTLP request", ran.pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyroscope_push_and_otlp_profiles() {
     if !privileged("pyroscope_push_and_otlp_profiles") {
         return;
