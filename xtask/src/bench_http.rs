@@ -195,6 +195,19 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     );
     println!("agent peak RSS (MiB)               {rss:.1}");
     println!("events dropped                     {dropped:.0}");
+    let reasons: Vec<String> = after
+        .lines()
+        .filter(|l| l.starts_with("agent_events_dropped_total{"))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let now: f64 = value.parse().ok()?;
+            let was = sum(&before, series, "");
+            (now - was > 0.0).then(|| format!("{series} +{:.0}", now - was))
+        })
+        .collect();
+    if !reasons.is_empty() {
+        println!("  by reason: {}", reasons.join(", "));
+    }
     println!(
         "server spans / requests            {spans:.0} / {} = {:.4}",
         on.requests,
