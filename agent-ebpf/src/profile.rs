@@ -37,8 +37,11 @@ static STACKS_0: StackTrace = StackTrace::with_max_entries(4096, 0);
 #[map(name = "PROFILE_STACKS_1")]
 static STACKS_1: StackTrace = StackTrace::with_max_entries(4096, 0);
 
-/// Processes already announced. Cleared for a tgid when it execs or exits, so a
-/// new program image (or a reused pid) is announced again.
+/// Processes already announced. Cleared for a tgid when it execs, so the new
+/// program image is announced again. Not cleared at exit: an exiting task is
+/// still sampled after `sched_process_exit`, with its memory map already gone,
+/// and would be announced as an empty process. A reused pid is rare and not
+/// announced; userspace reads it at the next drain instead.
 #[map(name = "PROFILE_SEEN")]
 static SEEN: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
@@ -144,16 +147,5 @@ fn announce(tgid: u32) {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let _ = SEEN.remove(tgid);
-    0
-}
-
-/// `sched:sched_process_exit`: when the group leader exits, its pid may be reused.
-#[tracepoint]
-pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == pid_tgid as u32 {
-        let _ = SEEN.remove(tgid);
-    }
     0
 }

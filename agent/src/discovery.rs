@@ -126,6 +126,13 @@ impl Default for Discovery {
 }
 
 impl Discovery {
+    /// Describes `pid` anew, replacing what was cached: after an `exec` the
+    /// process (same pid, same start time) runs another program.
+    pub fn refresh(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        self.cache.pop(&(pid, start_time(pid).unwrap_or(0)));
+        self.resource(pid, comm)
+    }
+
     /// The resource of `pid`; `comm` names it if it has already exited.
     pub fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
         let started = start_time(pid).unwrap_or(0);

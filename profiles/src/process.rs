@@ -96,13 +96,18 @@ impl ProcessTable {
     }
 
     /// Reads (or re-reads, after an exec) the process now. Returns false when it
-    /// is already gone.
+    /// is already gone, or exiting (no executable mappings left): a snapshot
+    /// taken while it lived is then kept.
     pub fn snapshot(&mut self, tgid: u32, target: Arc<Target>) -> bool {
         let dir = self.proc_root.join(tgid.to_string());
         let Ok(text) = std::fs::read_to_string(dir.join("maps")) else {
             return false;
         };
-        let mappings = self.mappings(tgid, &procmaps::parse_exec_maps(&text));
+        let lines = procmaps::parse_exec_maps(&text);
+        if lines.is_empty() {
+            return false;
+        }
+        let mappings = self.mappings(tgid, &lines);
         let perf_map = perf_map_path(&dir).map(|path| PerfMapFile {
             path,
             modified: None,
@@ -244,6 +249,32 @@ mod tests {
         assert!(module.symbol_path().is_some());
         assert_eq!(module.build_id.len() % 2, 0);
         assert!(!table.snapshot(u32::MAX - 7, Arc::new(Target::default())));
+    }
+
+    #[test]
+    fn an_exiting_process_keeps_the_snapshot_taken_while_it_lived() {
+        let root = std::env::temp_dir().join(format!("procroot-{}", std::process::id()));
+        let dir = root.join("4242");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("maps"), "1000-2000 r-xp 00000000 00:00 0 \n").unwrap();
+        let mut table = ProcessTable::new(&root, 8, 8);
+        let target = |name: &str| {
+            Arc::new(Target {
+                service_name: name.into(),
+                attributes: Vec::new(),
+            })
+        };
+        assert!(table.snapshot(4242, target("app")));
+        // Sampled again after its memory map is gone (exit in progress).
+        std::fs::write(dir.join("maps"), "").unwrap();
+        assert!(!table.snapshot(4242, target("")));
+        let process = table.get(4242).unwrap();
+        assert_eq!(process.target.service_name, "app");
+        assert!(process.mapping(0x1800).is_some());
+        // Gone for good: forgotten after its samples were symbolized.
+        std::fs::remove_dir_all(&root).unwrap();
+        table.forget_exited();
+        assert!(table.is_empty());
     }
 
     #[test]

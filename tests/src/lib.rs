@@ -2,6 +2,7 @@
 //! with the real kernel programs), runs real peers, and waits for the events they
 //! must produce — with a deadline, never a fixed sleep.
 
+pub mod http_receiver;
 pub mod otlp_receiver;
 pub mod peers;
 pub mod profile_receivers;

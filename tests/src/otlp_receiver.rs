@@ -2,14 +2,11 @@
 //! tonic `TraceService`/`MetricsService` for gRPC, and `POST /v1/traces`,
 //! `/v1/metrics` decoded with prost for HTTP/protobuf. It keeps every request.
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::{
-    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
-};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming};
 use opentelemetry_proto::tonic::collector::{
     metrics::v1::{
         ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -22,6 +19,8 @@ use opentelemetry_proto::tonic::collector::{
 };
 use prost::Message as _;
 use tokio::{net::TcpListener, sync::mpsc};
+
+use crate::http_receiver::{self, status};
 
 /// What the receiver got.
 pub struct Received {
@@ -93,23 +92,12 @@ pub async fn grpc() -> anyhow::Result<(SocketAddr, Received)> {
 
 /// An HTTP/protobuf receiver on a free loopback port.
 pub async fn http() -> anyhow::Result<(SocketAddr, Received)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let (sink, received) = channels();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (traces, metrics) = (sink.traces.clone(), sink.metrics.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let (traces, metrics) = (traces.clone(), metrics.clone());
-                    async move { Ok::<_, Infallible>(handle(req, traces, metrics).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let addr = http_receiver::serve(move |req| {
+        let (traces, metrics) = (sink.traces.clone(), sink.metrics.clone());
+        handle(req, traces, metrics)
+    })
+    .await?;
     Ok((addr, received))
 }
 
@@ -119,24 +107,8 @@ async fn handle(
     metrics: mpsc::Sender<ExportMetricsServiceRequest>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
-    let gzip = req
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() == b"gzip");
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return status(StatusCode::BAD_REQUEST),
-    };
-    let body = if gzip {
-        let mut out = Vec::new();
-        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
-            .is_err()
-        {
-            return status(StatusCode::BAD_REQUEST);
-        }
-        Bytes::from(out)
-    } else {
-        body
+    let Some(body) = http_receiver::body(req).await else {
+        return status(StatusCode::BAD_REQUEST);
     };
     let ok = match path.as_str() {
         "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
@@ -154,12 +126,6 @@ async fn handle(
     } else {
         StatusCode::BAD_REQUEST
     })
-}
-
-fn status(code: StatusCode) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = code;
-    r
 }
 
 impl Received {

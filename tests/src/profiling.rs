@@ -113,7 +113,15 @@ pub fn settings(frequency: u64, dir: &Path) -> Settings {
 /// The pprof the agent wrote for `service`, gunzipped and decoded.
 pub fn read_pprof(dir: &Path, service: &str) -> (Vec<u8>, Profile) {
     let path = dir.join(format!("{service}.pb.gz"));
-    let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let gz = std::fs::read(&path).unwrap_or_else(|e| {
+        let written: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!("{}: {e}; the agent wrote {written:?}", path.display())
+    });
     (gz.clone(), decode_gz(&gz))
 }
 

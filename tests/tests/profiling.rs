@@ -90,9 +90,19 @@ async fn c_program_functions_callers_ratio_and_sample_count() {
         ("cpu", "nanoseconds")
     );
     let stacks = mine(stacks(&profile), ran.pid);
+    // Thread name label: the burner's comm, except for the instants between
+    // fork and exec, when the child still has the test thread's name.
+    let named: i64 = stacks
+        .iter()
+        .filter(|s| s.thread == "burn-c")
+        .map(|s| s.value)
+        .sum();
+    let all: i64 = stacks.iter().map(|s| s.value).sum();
+    let threads: std::collections::BTreeSet<&str> =
+        stacks.iter().map(|s| s.thread.as_str()).collect();
     assert!(
-        stacks.iter().all(|s| s.thread == "burn-c"),
-        "thread name label"
+        named * 100 >= all * 95,
+        "thread_name burn-c on {named} of {all} ns; names {threads:?}"
     );
 
     // Every sample is a multiple of the period; their count matches CPU time.

@@ -166,7 +166,7 @@ impl Worker {
                 wait_readable(self.sampler.procs.as_raw_fd(), wait);
             }
             for tgid in self.sampler.new_processes() {
-                let target = target::of(&mut self.discovery, tgid, "");
+                let target = target::announced(&mut self.discovery, tgid);
                 self.collector.announce(tgid, target);
             }
             if stopping || Instant::now() >= next {

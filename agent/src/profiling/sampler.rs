@@ -36,7 +36,7 @@ pub fn map_entries(cpus: usize, frequency: u64, interval: Duration) -> u32 {
 /// The attached sampler and its maps.
 pub struct Sampler {
     _perf_links: Vec<PerfEventLink>,
-    _sched_links: Vec<TracePointLink>,
+    _exec_link: TracePointLink,
     set: Array<MapData, u32>,
     active: u32,
     counts: [PerCpuHashMap<MapData, ProfileKey, u64>; 2],
@@ -48,7 +48,7 @@ pub struct Sampler {
 
 impl Sampler {
     /// Attaches `profile_cpu` to `cpu-clock` on every online CPU at `frequency`
-    /// Hz, and the exec/exit tracepoints that reset announcements.
+    /// Hz, and the exec tracepoint that resets announcements.
     pub fn attach(ebpf: &mut Ebpf, frequency: u64) -> anyhow::Result<Sampler> {
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         let program: &mut PerfEvent = ebpf
@@ -68,20 +68,15 @@ impl Sampler {
                 .with_context(|| format!("perf_event_open(cpu-clock) on CPU {cpu}"))?;
             perf_links.push(program.take_link(id)?);
         }
-        let mut sched_links = Vec::new();
-        for name in ["sched_process_exec", "sched_process_exit"] {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} not in the object"))?
-                .try_into()?;
-            program
-                .load()
-                .with_context(|| format!("verifier ({name})"))?;
-            let id = program
-                .attach("sched", name)
-                .with_context(|| format!("attaching to sched:{name}"))?;
-            sched_links.push(program.take_link(id)?);
-        }
+        let exec: &mut TracePoint = ebpf
+            .program_mut("sched_process_exec")
+            .context("program sched_process_exec not in the object")?
+            .try_into()?;
+        exec.load().context("verifier (sched_process_exec)")?;
+        let id = exec
+            .attach("sched", "sched_process_exec")
+            .context("attaching to sched:sched_process_exec")?;
+        let exec_link = exec.take_link(id)?;
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
         let mut set = Array::try_from(take(maps::PROFILE_SET)?)?;
         set.set(0, 0, 0).context("resetting PROFILE_SET")?;
@@ -99,7 +94,7 @@ impl Sampler {
         }
         Ok(Sampler {
             _perf_links: perf_links,
-            _sched_links: sched_links,
+            _exec_link: exec_link,
             set,
             active: 0,
             counts,

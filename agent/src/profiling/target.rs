@@ -14,13 +14,28 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 /// attributes shared by a service's processes become labels; the pid is a
 /// sample label, so one service stays one series.
 pub fn of(discovery: &mut Discovery, tgid: u32, comm: &str) -> Arc<Target> {
+    describe(discovery, tgid, comm, false)
+}
+
+/// As [`of`], for a process just announced by the kernel: its first sample
+/// since it started or exec'd, so a cached description may be of the program
+/// it ran before `exec`.
+pub fn announced(discovery: &mut Discovery, tgid: u32) -> Arc<Target> {
+    describe(discovery, tgid, "", true)
+}
+
+fn describe(discovery: &mut Discovery, tgid: u32, comm: &str, fresh: bool) -> Arc<Target> {
     if is_kernel_thread(tgid) {
         return Arc::new(Target {
             service_name: "kernel".into(),
             attributes: vec![("host.name".into(), crate::discovery::host_name())],
         });
     }
-    let resource = discovery.resource(tgid, comm);
+    let resource = if fresh {
+        discovery.refresh(tgid, comm)
+    } else {
+        discovery.resource(tgid, comm)
+    };
     let mut attributes = vec![
         ("host.name".to_string(), resource.host_name.clone()),
         (
