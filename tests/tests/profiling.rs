@@ -63,6 +63,15 @@ fn mine(all: Vec<Stack>, pid: u32) -> Vec<Stack> {
         .collect()
 }
 
+/// The profile the agent wrote for `service`, checked against Pyroscope's
+/// rules, with the stacks of process `pid`.
+fn service_stacks(dir: &Path, service: &str, pid: u32) -> (pprof::proto::Profile, Vec<Stack>) {
+    let (_, profile) = read_pprof(dir, service);
+    pprof::validate(&profile).expect("valid for Pyroscope");
+    let stacks = mine(stacks(&profile), pid);
+    (profile, stacks)
+}
+
 fn within(actual: f64, expected: f64, tolerance: f64) -> bool {
     (actual - expected).abs() <= expected * tolerance
 }
@@ -174,9 +183,7 @@ async fn kernel_frames_of_a_syscall_loop() {
     let dir = temp_dir("prof-kernel");
     let exe = build_c_burner(&dir.join("burn-sys"));
     let ran = profile_run("kernel", 199, &exe, &["syscalls", "2"], &dir).await;
-    let (_, profile) = read_pprof(&dir, "burn-sys");
-    pprof::validate(&profile).expect("valid");
-    let stacks = mine(stacks(&profile), ran.pid);
+    let (_, stacks) = service_stacks(&dir, "burn-sys", ran.pid);
     let total: i64 = stacks.iter().map(|s| s.value).sum();
     assert!(total > 0, "no samples of the syscall loop");
     let in_kernel: i64 = stacks
@@ -212,9 +219,7 @@ async fn rust_program_demangled_with_callers_and_ratio() {
     let exe = build_rust_burner(&dir.join("burn-rust"));
     let frequency = 499;
     let ran = profile_run("rust", frequency, &exe, &["4"], &dir).await;
-    let (_, profile) = read_pprof(&dir, "burn-rust");
-    pprof::validate(&profile).expect("valid");
-    let stacks = mine(stacks(&profile), ran.pid);
+    let (profile, stacks) = service_stacks(&dir, "burn-rust", ran.pid);
     let spin_callers = callers(&stacks, "burn::spin");
     let by = |name: &str| spin_callers.iter().find(|c| c.0 == name).map_or(0, |c| c.1);
     let (heavy, light) = (by("burn::burn_heavy"), by("burn::burn_light"));
@@ -261,9 +266,7 @@ async fn stripped_binary_keeps_module_address_and_build_id() {
     let expected_build_id = build_id(&exe);
     assert!(!expected_build_id.is_empty(), "cc adds a GNU build id");
     let ran = profile_run("stripped", 199, &exe, &["cpu", "2"], &dir).await;
-    let (_, profile) = read_pprof(&dir, "burn-stripped");
-    pprof::validate(&profile).expect("valid");
-    let stacks = mine(stacks(&profile), ran.pid);
+    let (_, stacks) = service_stacks(&dir, "burn-stripped", ran.pid);
     let unnamed: Vec<_> = stacks
         .iter()
         .flat_map(|s| s.unnamed.iter())
@@ -312,9 +315,7 @@ async fn deleted_executable_is_still_symbolized() {
     })
     .await;
     assert!(!exe.exists());
-    let (_, profile) = read_pprof(&dir, "burn-deleted");
-    pprof::validate(&profile).expect("valid");
-    let stacks = mine(stacks(&profile), ran.pid);
+    let (_, stacks) = service_stacks(&dir, "burn-deleted", ran.pid);
     assert!(
         inclusive(&stacks, "burn_heavy") > 0 && inclusive(&stacks, "burn_light") > 0,
         "functions of the deleted binary: {:?}",
