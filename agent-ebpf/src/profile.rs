@@ -92,19 +92,12 @@ fn record(
         unsafe { *count += 1 };
         return Ok(());
     }
-    match counts.insert(key, 1u64, BPF_NOEXIST) {
-        Ok(()) => Ok(()),
-        // Another CPU inserted the same key in between.
-        Err(e) if e == -EEXIST => match counts.get_ptr_mut(key) {
-            Some(count) => {
-                // SAFETY: as above.
-                unsafe { *count += 1 };
-                Ok(())
-            }
-            None => Err(Loss::ProfileCountsFull),
-        },
-        Err(_) => Err(Loss::ProfileCountsFull),
-    }
+    // An update from a program writes only this CPU's slot (others start at
+    // 0), so this is right even if another CPU added the key in between: our
+    // slot was 0 either way.
+    counts
+        .insert(key, 1u64, 0)
+        .map_err(|_| Loss::ProfileCountsFull)
 }
 
 /// The stack id, or the negative errno: `-EFAULT` when there is no such stack

@@ -11,10 +11,7 @@ use std::{
     num::NonZeroUsize,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
 };
 
 use lru::LruCache;
@@ -57,14 +54,14 @@ impl Module {
 /// long as a process snapshot still refers to it.
 pub struct ModuleCache {
     modules: LruCache<(String, u64), Arc<Module>>,
-    next_id: AtomicU64,
+    next_id: u64,
 }
 
 impl ModuleCache {
     pub fn new(capacity: usize) -> ModuleCache {
         ModuleCache {
             modules: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
-            next_id: AtomicU64::new(1),
+            next_id: 1,
         }
     }
 
@@ -84,7 +81,8 @@ impl ModuleCache {
             .as_ref()
             .and_then(|f| f.metadata().ok())
             .map_or(0, |m| m.len());
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id;
+        self.next_id += 1;
         let mut module = Module {
             id,
             path: map.path.clone(),

@@ -12,7 +12,7 @@
 //! ([`Symbolizer::end_interval`]); DWARF is skipped for files larger than
 //! [`SymbolizerLimits::max_debug_file_bytes`] (ELF symbols still name them).
 
-use std::{collections::HashMap, num::NonZeroUsize, path::PathBuf, sync::Arc};
+use std::{num::NonZeroUsize, path::PathBuf, sync::Arc};
 
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blaze,
@@ -100,10 +100,11 @@ pub struct Symbolizer {
     limits: SymbolizerLimits,
     /// Results by (module cache key, file offset); the kernel is key 0.
     cache: LruCache<(u64, u64), Arc<[Line]>>,
-    /// Modules blazesym currently caches, by id, with the path it knows them by.
+    /// Modules blazesym currently caches, by id, with the path it knows them
+    /// by. A `/proc/self/fd/N` path cannot come to mean another file while
+    /// cached: modules are only closed between intervals (exits, execs), and
+    /// [`Symbolizer::end_interval`] empties blazesym's caches before the next.
     resident: LruCache<u64, PathBuf>,
-    /// The module each `/proc/self/fd/N` path currently means (fds are reused).
-    paths: HashMap<PathBuf, u64>,
     kernel: crate::kallsyms::KernelSymbols,
     kernel_mapping: Arc<MappingInfo>,
     unknown_mapping: Arc<MappingInfo>,
@@ -133,7 +134,6 @@ impl Symbolizer {
             resident: LruCache::new(
                 NonZeroUsize::new(limits.resident_modules).unwrap_or(NonZeroUsize::MIN),
             ),
-            paths: HashMap::new(),
             kernel: Default::default(),
             kernel_mapping: pseudo("[kernel.kallsyms]", 0xffff_8000_0000_0000, u64::MAX),
             unknown_mapping: pseudo("[unknown]", 0, 0),
@@ -237,30 +237,16 @@ impl Symbolizer {
         lines
     }
 
-    /// Tracks which modules blazesym holds, evicting the least recently used,
-    /// and any stale data under a path that now names another module.
+    /// Tracks which modules blazesym holds, evicting the least recently used.
     fn make_resident(&mut self, id: u64, path: &PathBuf) {
-        if let Some(&holder) = self.paths.get(path)
-            && holder != id
+        if self.resident.get(&id).is_none()
+            && let Some((_, old)) = self.resident.push(id, path.clone())
+            && old != *path
         {
-            self.evict(path);
-            self.resident.pop(&holder);
+            let _ = self
+                .blaze
+                .evict(&blazesym::symbolize::evict::Elf::new(old).into());
         }
-        if self.resident.get(&id).is_none() {
-            if let Some((_, old)) = self.resident.push(id, path.clone())
-                && old != *path
-            {
-                self.evict(&old);
-            }
-            self.paths.insert(path.clone(), id);
-        }
-    }
-
-    fn evict(&mut self, path: &PathBuf) {
-        let _ = self
-            .blaze
-            .evict(&blazesym::symbolize::evict::Elf::new(path).into());
-        self.paths.remove(path);
     }
 
     /// Called after each interval: drops blazesym's parsed files (symbol
@@ -270,7 +256,6 @@ impl Symbolizer {
     pub fn end_interval(&mut self) {
         self.blaze = new_blaze();
         self.resident.clear();
-        self.paths.clear();
     }
 
     /// Symbolizes a kernel stack (leaf first).

@@ -107,7 +107,8 @@ fn count(env: Env<'_>, key: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
-fn protocol(env: Env<'_>, signal: &str) -> anyhow::Result<Protocol> {
+/// `OTEL_EXPORTER_OTLP_{signal}_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`, else gRPC.
+pub(crate) fn protocol(env: Env<'_>, signal: &str) -> anyhow::Result<Protocol> {
     let key = format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL");
     match env(&key)
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))

@@ -321,12 +321,9 @@ pub fn otlp_config(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<OtlpC
         env(&format!("OTEL_EXPORTER_OTLP_PROFILES_{name}"))
             .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{name}")))
     };
-    let protocol = match var("PROTOCOL").as_deref().map(str::trim) {
-        None | Some("grpc") => Protocol::Grpc,
-        Some("http/protobuf") => Protocol::HttpProtobuf,
-        Some(other) => {
-            anyhow::bail!("OTLP protocol {other:?} is not supported (use grpc or http/protobuf)")
-        }
+    let protocol = match crate::export::otlp::protocol(env, "PROFILES")? {
+        crate::export::otlp::Protocol::Grpc => Protocol::Grpc,
+        crate::export::otlp::Protocol::HttpProtobuf => Protocol::HttpProtobuf,
     };
     let endpoint = match (
         env("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT"),
