@@ -30,8 +30,11 @@ pub mod maps {
     pub const LOSSES: &str = "LOSSES";
     /// LRU hash of sockets the kernel knows: [`SockKey`](super::SockKey) → [`SockInfo`](super::SockInfo).
     pub const SOCKETS: &str = "SOCKETS";
-    /// LRU hash of syscalls in flight, keyed by `pid_tgid`.
+    /// LRU hash of syscalls in flight, keyed by `pid_tgid` (tracepoint path only).
     pub const ACTIVE: &str = "ACTIVE";
+    /// Program array of the fast path's per-syscall exit handlers, indexed by
+    /// [`Syscall`](super::Syscall) code.
+    pub const EXIT_PROGS: &str = "EXIT_PROGS";
     /// Array of one `u32`: which profiling map set (0 or 1) the sampler fills.
     pub const PROFILE_SET: &str = "PROFILE_SET";
     /// Per-CPU sample counts of set 0 and 1: [`ProfileKey`](super::ProfileKey) → `u64`.
@@ -134,6 +137,48 @@ impl Syscall {
                 | Syscall::Sendmsg
                 | Syscall::Sendmmsg
         )
+    }
+
+    /// The x86_64 syscall number (`orig_ax` at `sys_exit`; `asm/unistd_64.h`,
+    /// a stable ABI). The fast capture path dispatches on it.
+    pub const fn x86_64_nr(self) -> u64 {
+        match self {
+            Syscall::Read => 0,
+            Syscall::Write => 1,
+            Syscall::Close => 3,
+            Syscall::Readv => 19,
+            Syscall::Writev => 20,
+            Syscall::Connect => 42,
+            Syscall::Accept => 43,
+            Syscall::Sendto => 44,
+            Syscall::Recvfrom => 45,
+            Syscall::Sendmsg => 46,
+            Syscall::Recvmsg => 47,
+            Syscall::Accept4 => 288,
+            Syscall::Recvmmsg => 299,
+            Syscall::Sendmmsg => 307,
+        }
+    }
+
+    /// The traced syscall with this x86_64 number, if any.
+    pub const fn from_x86_64_nr(nr: u64) -> Option<Syscall> {
+        Some(match nr {
+            0 => Syscall::Read,
+            1 => Syscall::Write,
+            3 => Syscall::Close,
+            19 => Syscall::Readv,
+            20 => Syscall::Writev,
+            42 => Syscall::Connect,
+            43 => Syscall::Accept,
+            44 => Syscall::Sendto,
+            45 => Syscall::Recvfrom,
+            46 => Syscall::Sendmsg,
+            47 => Syscall::Recvmsg,
+            288 => Syscall::Accept4,
+            299 => Syscall::Recvmmsg,
+            307 => Syscall::Sendmmsg,
+            _ => return None,
+        })
     }
 
     /// Syscalls that fail with `ENOTSOCK` on anything but a socket: a successful one
@@ -240,10 +285,13 @@ pub enum Loss {
     /// A new process could not be announced (ring buffer full); userspace reads
     /// its memory map late, at the next drain.
     ProfileProcessNotice = 10,
+    /// The fast path's tail call to a syscall's exit handler failed (empty slot):
+    /// the syscall is lost.
+    TailCall = 11,
 }
 
 impl Loss {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -256,6 +304,7 @@ impl Loss {
         Loss::ProfileStackCollision,
         Loss::ProfileCountsFull,
         Loss::ProfileProcessNotice,
+        Loss::TailCall,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -272,6 +321,7 @@ impl Loss {
             Loss::ProfileStackCollision => "profile_stack_collision",
             Loss::ProfileCountsFull => "profile_counts_full",
             Loss::ProfileProcessNotice => "profile_process_notice",
+            Loss::TailCall => "tail_call",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Enter/exit logic shared by all syscall programs.
+//! Capture logic shared by both kernel paths (see the crate docs): the
+//! tracepoint pair's enter half, and the exit half both paths finish with.
 //!
 //! Every function here is `#[inline(always)]` and takes the syscall as a constant,
 //! so each program only contains the path of its own syscall.
@@ -45,7 +46,7 @@ fn now() -> u64 {
 }
 
 #[inline(always)]
-fn is_connection_syscall(syscall: Syscall) -> bool {
+pub fn is_connection_syscall(syscall: Syscall) -> bool {
     matches!(
         syscall,
         Syscall::Accept | Syscall::Accept4 | Syscall::Connect
@@ -93,6 +94,7 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
         .map_err(|_| Loss::EnterStateInsert)
 }
 
+/// Tracepoint path: the arguments saved by [`on_enter`], then [`finish`].
 #[inline(always)]
 pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -119,21 +121,45 @@ pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
         // Left behind by a thread that never exited its previous syscall.
         return Ok(());
     }
-    let ret = tp::ret(ctx);
+    finish(pid_tgid, tp::ret(ctx), &call, syscall, None)
+}
+
+/// Whether a syscall that returned `ret` can have done anything we report.
+/// Both paths check it before any map work.
+#[inline(always)]
+pub fn worth_finishing(syscall: Syscall, ret: i64) -> bool {
     match syscall {
-        Syscall::Accept | Syscall::Accept4 => on_accept(pid_tgid, ret, &call),
-        Syscall::Connect => on_connect(pid_tgid, ret, &call),
-        Syscall::Close => on_close(pid_tgid, ret, &call),
-        Syscall::Recvmmsg | Syscall::Sendmmsg => on_mmsg(pid_tgid, ret, &call, syscall),
-        _ => on_data(pid_tgid, ret, &call, syscall),
+        Syscall::Accept | Syscall::Accept4 => ret >= 0,
+        Syscall::Connect => ret == 0 || ret == -EINPROGRESS,
+        Syscall::Close => ret == 0,
+        _ => ret > 0,
+    }
+}
+
+/// The exit half shared by both paths: `call` holds the syscall's arguments,
+/// `known` the socket-table entry when the caller already looked it up.
+#[inline(always)]
+pub fn finish(
+    pid_tgid: u64,
+    ret: i64,
+    call: &PendingCall,
+    syscall: Syscall,
+    known: Option<SockInfo>,
+) -> Result<(), Loss> {
+    if !worth_finishing(syscall, ret) {
+        return Ok(());
+    }
+    match syscall {
+        Syscall::Accept | Syscall::Accept4 => on_accept(pid_tgid, ret, call),
+        Syscall::Connect => on_connect(pid_tgid, ret, call),
+        Syscall::Close => on_close(pid_tgid, call),
+        Syscall::Recvmmsg | Syscall::Sendmmsg => on_mmsg(pid_tgid, ret, call, syscall, known),
+        _ => on_data(pid_tgid, ret, call, syscall, known),
     }
 }
 
 #[inline(always)]
 fn on_accept(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
-    if ret < 0 {
-        return Ok(());
-    }
     // Unix-domain listeners are not ours. Without a peer buffer the family is
     // unknown here; userspace resolves it and marks the socket ignored.
     if call.arg1 != 0 {
@@ -165,9 +191,6 @@ fn on_accept(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
 
 #[inline(always)]
 fn on_connect(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
-    if ret != 0 && ret != -EINPROGRESS {
-        return Ok(());
-    }
     // Only IP sockets: Unix-domain and AF_UNSPEC (UDP "disconnect") are not ours.
     // SAFETY: bounded read of a user pointer; failure is handled.
     let family = unsafe { bpf_probe_read_user(call.arg1 as *const u16) }.unwrap_or(0);
@@ -192,10 +215,7 @@ fn on_connect(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
 }
 
 #[inline(always)]
-fn on_close(pid_tgid: u64, ret: i64, call: &PendingCall) -> Result<(), Loss> {
-    if ret != 0 {
-        return Ok(());
-    }
+fn on_close(pid_tgid: u64, call: &PendingCall) -> Result<(), Loss> {
     let key = SockKey {
         tgid: (pid_tgid >> 32) as u32,
         fd: call.fd,
@@ -226,13 +246,22 @@ fn track(pid_tgid: u64, fd: i32, info: &SockInfo) -> Result<(), Loss> {
 /// The socket behind a data syscall, registering it when the syscall itself proves
 /// it is one. `None` when it is not (or no longer) tracked, or userspace ignores it.
 #[inline(always)]
-fn socket_for_data(pid_tgid: u64, fd: i32, syscall: Syscall) -> Option<SockInfo> {
+fn socket_for_data(
+    pid_tgid: u64,
+    fd: i32,
+    syscall: Syscall,
+    known: Option<SockInfo>,
+) -> Option<SockInfo> {
     let key = SockKey {
         tgid: (pid_tgid >> 32) as u32,
         fd,
     };
-    // SAFETY: copied out immediately.
-    let info = match unsafe { SOCKETS.get(key) }.copied() {
+    let found = match known {
+        Some(info) => Some(info),
+        // SAFETY: copied out immediately.
+        None => unsafe { SOCKETS.get(key) }.copied(),
+    };
+    let info = match found {
         Some(info) => info,
         None if syscall.is_socket_only() => {
             let info = SockInfo {
@@ -435,11 +464,14 @@ fn begin_data(
 
 /// read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg.
 #[inline(always)]
-fn on_data(pid_tgid: u64, ret: i64, call: &PendingCall, syscall: Syscall) -> Result<(), Loss> {
-    if ret <= 0 {
-        return Ok(());
-    }
-    let Some(info) = socket_for_data(pid_tgid, call.fd, syscall) else {
+fn on_data(
+    pid_tgid: u64,
+    ret: i64,
+    call: &PendingCall,
+    syscall: Syscall,
+    known: Option<SockInfo>,
+) -> Result<(), Loss> {
+    let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
         return Ok(());
     };
     let buf = begin_data(pid_tgid, &info, call, syscall, ret)?;
@@ -494,11 +526,14 @@ fn copy_msghdr(buf: &mut Scratch, msg: u64, want: u32) -> Result<u32, Loss> {
 
 /// sendmmsg/recvmmsg: one record per message, `ret` being the message count.
 #[inline(always)]
-fn on_mmsg(pid_tgid: u64, ret: i64, call: &PendingCall, syscall: Syscall) -> Result<(), Loss> {
-    if ret <= 0 {
-        return Ok(());
-    }
-    let Some(info) = socket_for_data(pid_tgid, call.fd, syscall) else {
+fn on_mmsg(
+    pid_tgid: u64,
+    ret: i64,
+    call: &PendingCall,
+    syscall: Syscall,
+    known: Option<SockInfo>,
+) -> Result<(), Loss> {
+    let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
         return Ok(());
     };
     for i in 0..MAX_MMSG as u64 {

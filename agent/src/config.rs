@@ -24,6 +24,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which kernel path captures socket I/O (see `capture::loader`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapturePath {
+    /// The fast path when this kernel takes it, else the tracepoints.
+    #[default]
+    Auto,
+    /// One raw tracepoint on `sys_exit`; fail if it cannot attach.
+    Fast,
+    /// The `syscalls:sys_{enter,exit}_*` tracepoint pairs.
+    Tracepoints,
+}
+
 /// Command line. Every option also reads an `AGENT_*` environment variable.
 #[derive(Debug, Default, Parser)]
 #[command(
@@ -101,6 +114,9 @@ pub struct Cli {
     /// Payload bytes captured per syscall (at most 8192).
     #[arg(long, env = "AGENT_CAPTURE_BYTES")]
     pub capture_bytes: Option<u32>,
+    /// Kernel capture path: `auto` (fast when available), `fast`, `tracepoints`.
+    #[arg(long, value_enum, env = "AGENT_CAPTURE_PATH")]
+    pub capture_path: Option<CapturePath>,
     /// Ring buffer size per CPU in KiB (the total is rounded to a power of two).
     #[arg(long, env = "AGENT_RING_BUFFER_PER_CPU_KIB")]
     pub ring_buffer_per_cpu_kib: Option<u32>,
@@ -181,6 +197,7 @@ pub struct FileConfig {
     pub dns_ports: Vec<u16>,
     pub dns_timeout_ms: Option<u64>,
     pub capture_bytes: Option<u32>,
+    pub capture_path: Option<CapturePath>,
     pub ring_buffer_per_cpu_kib: Option<u32>,
     pub ring_buffer_budget_mib: Option<u32>,
     pub ring_buffer_poll_ms: Option<u64>,
@@ -225,6 +242,7 @@ pub struct Settings {
     pub dns_ports: Vec<u16>,
     pub dns_timeout_ms: u64,
     pub capture_bytes: u32,
+    pub capture_path: CapturePath,
     pub ring_buffer_per_cpu_kib: u32,
     pub ring_buffer_budget_mib: u32,
     pub ring_buffer_poll_ms: u64,
@@ -309,6 +327,7 @@ impl Default for Settings {
             dns_ports: vec![53],
             dns_timeout_ms: 5000,
             capture_bytes: DEFAULT_CAPTURE_BYTES,
+            capture_path: CapturePath::Auto,
             ring_buffer_per_cpu_kib: 1024,
             ring_buffer_budget_mib: 64,
             ring_buffer_poll_ms: 10,
@@ -426,6 +445,7 @@ impl Settings {
             },
             dns_timeout_ms: pick!(dns_timeout_ms),
             capture_bytes: pick!(capture_bytes),
+            capture_path: pick!(capture_path),
             ring_buffer_per_cpu_kib: pick!(ring_buffer_per_cpu_kib),
             ring_buffer_budget_mib: pick!(ring_buffer_budget_mib),
             ring_buffer_poll_ms: pick!(ring_buffer_poll_ms),

@@ -16,7 +16,7 @@ use lru::LruCache;
 use serde::Serialize;
 
 /// Resource attributes of one traced process (semantic conventions names).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Resource {
     pub service_name: String,
     /// Stable per process instance: `<host>:<pid>:<start time>`.

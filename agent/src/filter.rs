@@ -9,11 +9,13 @@ use anyhow::Context as _;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use lru::LruCache;
 
+use crate::capture::Comm;
+
 pub struct Filter {
     pids: HashSet<u32>,
     exes: Option<GlobSet>,
     ports: HashSet<u16>,
-    decisions: LruCache<(u32, String), bool>,
+    decisions: LruCache<(u32, Comm), bool>,
 }
 
 const DECISION_CACHE: usize = 4096;
@@ -44,12 +46,12 @@ impl Filter {
     }
 
     /// Whether events of this process are wanted.
-    pub fn process_allowed(&mut self, tgid: u32, comm: &str) -> bool {
+    pub fn process_allowed(&mut self, tgid: u32, comm: Comm) -> bool {
         if !self.pids.is_empty() && !self.pids.contains(&tgid) {
             return false;
         }
         let Some(exes) = &self.exes else { return true };
-        let key = (tgid, comm.to_string());
+        let key = (tgid, comm);
         if let Some(&decision) = self.decisions.get(&key) {
             return decision;
         }
@@ -58,7 +60,7 @@ impl Filter {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| comm.to_string());
-        let decision = exes.is_match(&name) || exes.is_match(comm);
+        let decision = exes.is_match(&name) || exes.is_match(comm.as_str());
         self.decisions.put(key, decision);
         decision
     }
@@ -80,8 +82,8 @@ mod tests {
     #[test]
     fn pid_and_port_filters() {
         let mut f = Filter::new(&[42], &[], &[8080]).unwrap();
-        assert!(f.process_allowed(42, "x"));
-        assert!(!f.process_allowed(43, "x"));
+        assert!(f.process_allowed(42, "x".into()));
+        assert!(!f.process_allowed(43, "x".into()));
         let peer = Some("127.0.0.1:50000".parse().unwrap());
         assert!(!f.ports_allowed(peer, None));
         assert!(f.ports_allowed(peer, Some("127.0.0.1:8080".parse().unwrap())));
@@ -100,9 +102,9 @@ mod tests {
         let name = exe.file_name().unwrap().to_str().unwrap();
         let prefix = &name[..3];
         let mut f = Filter::new(&[], &[format!("{prefix}*")], &[]).unwrap();
-        assert!(f.process_allowed(me, "whatever"));
+        assert!(f.process_allowed(me, "whatever".into()));
         let mut f = Filter::new(&[], &["nginx".into()], &[]).unwrap();
-        assert!(!f.process_allowed(me, "whatever"));
+        assert!(!f.process_allowed(me, "whatever".into()));
         assert!(Filter::new(&[], &["[".into()], &[]).is_err());
     }
 }

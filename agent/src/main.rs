@@ -40,17 +40,7 @@ fn main() -> ExitCode {
     disable_transparent_huge_pages();
     agent::profiling::set_after_interval(release_freed_memory);
     let cli = Cli::parse();
-    if cli.check {
-        let report = probe::probe();
-        print!("{report}");
-        return if report.can_run() {
-            println!("agent can run on this kernel");
-            ExitCode::SUCCESS
-        } else {
-            println!("agent cannot run: see the required capabilities above");
-            ExitCode::FAILURE
-        };
-    }
+    let check = cli.check;
     let settings = match Settings::load(cli) {
         Ok(settings) => settings,
         Err(error) => {
@@ -58,6 +48,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if check {
+        return check_kernel(&settings);
+    }
     if let Err(error) = logging::init(settings.log_format, &settings.log) {
         eprintln!("agent: {error:#}");
         return ExitCode::from(2);
@@ -82,6 +75,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--check`: the capability report, then the capture path this kernel takes,
+/// found by loading and attaching it (and detaching again).
+fn check_kernel(settings: &Settings) -> ExitCode {
+    let mut report = probe::probe();
+    if report.can_run() {
+        let (status, detail) = match agent::capture::loader::load(settings, std::process::id()) {
+            Ok(loaded) => (probe::Status::Ok, loaded.path.to_string()),
+            Err(error) => (probe::Status::Missing, format!("{error:#}")),
+        };
+        report.capabilities.push(probe::Capability {
+            name: "capture path",
+            status,
+            required: true,
+            detail,
+        });
+    }
+    print!("{report}");
+    if report.can_run() {
+        println!("agent can run on this kernel");
+        ExitCode::SUCCESS
+    } else {
+        println!("agent cannot run: see the required capabilities above");
+        ExitCode::FAILURE
+    }
+}
+
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let report = probe::probe();
     for capability in &report.capabilities {
@@ -97,6 +116,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         attached,
         total = handle.attached.len(),
+        path = %handle.capture_path,
         "capturing socket I/O"
     );
     let mut stats = tokio::time::interval(std::time::Duration::from_secs(60));

@@ -78,7 +78,7 @@ impl Observed {
             listen_fd: (event.kind == EventKind::Accept).then_some(event.bytes),
             captured: event.payload.len(),
             truncated: event.truncated(),
-            comm: event.comm,
+            comm: event.comm.to_string(),
             payload: event.payload,
         }
     }

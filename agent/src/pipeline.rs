@@ -17,7 +17,11 @@ use tokio::{
 };
 
 use crate::{
-    capture::{Capture, Event, EventKind, Record, loader::AttachResult, reader},
+    capture::{
+        Capture, Event, EventKind, Record,
+        loader::{AttachResult, PathReport},
+        reader,
+    },
     clock::{WallClock, monotonic_ns},
     config::Settings,
     conn::{
@@ -49,8 +53,10 @@ pub struct AgentHandle {
     exporters: Vec<JoinHandle<()>>,
     capture: Arc<Mutex<Capture>>,
     metrics: Arc<SelfMetrics>,
-    /// The attach result of every program.
+    /// The attach result of every program of the capture path in use.
     pub attached: Vec<AttachResult>,
+    /// Which capture path runs, and why.
+    pub capture_path: PathReport,
     /// Where the Prometheus endpoint listens, if enabled.
     pub prometheus: Option<std::net::SocketAddr>,
     /// The CPU profiler, when on.
@@ -111,7 +117,13 @@ pub struct Taps {
 /// starts the pipeline and the outputs the settings ask for.
 pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandle> {
     let own_tgid = std::process::id();
-    let (capture, ring, attached, sampler) = Capture::start(settings, own_tgid)?;
+    let crate::capture::Started {
+        capture,
+        ring,
+        attached,
+        path: capture_path,
+        sampler,
+    } = Capture::start(settings, own_tgid)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (exporters_shutdown, exporters_rx) = watch::channel(false);
     let capture = Arc::new(Mutex::new(capture));
@@ -147,6 +159,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
             route_patterns: settings.routes.clone(),
             max_routes: settings.max_routes,
             max_series: settings.max_series,
+            spans_consumed: otlp_spans.is_some() || settings.stdout_spans || taps.spans.is_some(),
         },
         Arc::clone(&metrics),
         otlp_metrics,
@@ -204,7 +217,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     );
     processor.flush();
 
-    let (tx, rx) = mpsc::channel(settings.event_queue);
+    let (tx, rx) = mpsc::channel(reader::queue_batches(settings.event_queue));
     let reader_metrics = Arc::clone(&metrics);
     let poll = Duration::from_millis(settings.ring_buffer_poll_ms);
     let reader = tokio::spawn(async move {
@@ -230,6 +243,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         capture,
         metrics,
         attached,
+        capture_path,
         prometheus,
     })
 }
@@ -254,18 +268,18 @@ struct Processor {
 impl Processor {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<Record>,
+        mut events: mpsc::Receiver<Vec<Record>>,
         mut resolved: mpsc::Receiver<Resolution>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                event = events.recv() => match event {
-                    Some(record) => {
-                        self.handle_record(record);
+                batch = events.recv() => match batch {
+                    Some(batch) => {
+                        self.handle_batch(batch);
                         // Take whatever else is queued before flushing output.
-                        while let Ok(record) = events.try_recv() {
-                            self.handle_record(record);
+                        while let Ok(batch) = events.try_recv() {
+                            self.handle_batch(batch);
                         }
                         self.flush();
                     }
@@ -279,13 +293,22 @@ impl Processor {
                         self.emit_span(span);
                     }
                     self.flush();
-                    SelfMetrics::set(&self.metrics.queue_len, events.len() as u64);
                     SelfMetrics::set(&self.metrics.connections_tracked, self.table.len() as u64);
                     SelfMetrics::set(&self.metrics.stream_bytes_buffered, self.table.buffered() as u64);
                 }
             }
         }
         self.flush();
+    }
+
+    fn handle_batch(&mut self, batch: Vec<Record>) {
+        // The reader counted these in when it queued them.
+        self.metrics
+            .queue_len
+            .fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for record in batch {
+            self.handle_record(record);
+        }
     }
 
     fn handle_record(&mut self, record: Record) {
@@ -299,8 +322,8 @@ impl Processor {
         }
     }
 
-    fn handle(&mut self, event: Event) {
-        if !self.filter.process_allowed(event.tgid, &event.comm) {
+    fn handle(&mut self, mut event: Event) {
+        if !self.filter.process_allowed(event.tgid, event.comm) {
             SelfMetrics::add(&self.metrics.events_filtered, 1);
             return;
         }
@@ -315,7 +338,11 @@ impl Processor {
             fd: event.fd,
             conn_id: event.conn_id,
         };
-        let applied = self.table.apply(&event);
+        // The payload moves into the connection's stream; a copy is kept only
+        // when someone watches raw events.
+        let observing = self.stdout_events || self.taps.events.is_some();
+        let observed_payload = observing.then(|| event.payload.clone());
+        let applied = self.table.apply(&mut event);
         if applied.evicted {
             SelfMetrics::add(&self.metrics.connections_evicted, 1);
         }
@@ -372,7 +399,8 @@ impl Processor {
         } else if let Some(conn) = &mut closed {
             self.tracker.on_close(conn, event.tid, &mut spans);
         }
-        if self.stdout_events || self.taps.events.is_some() {
+        if let Some(payload) = observed_payload {
+            event.payload = payload;
             let conn = closed.as_ref().or_else(|| self.table.get(&key));
             let observed = Observed::new(event, conn, &self.clock);
             self.emit(observed);
@@ -491,17 +519,18 @@ impl Processor {
                 payload: Vec::new(),
                 flags: info.flags,
                 addr: remote,
-                comm: comm_of(s.tgid),
+                comm: comm_of(s.tgid).as_str().into(),
             };
             let key = ConnKey {
                 tgid: s.tgid,
                 fd: s.fd,
                 conn_id,
             };
-            if !self.filter.process_allowed(event.tgid, &event.comm) {
+            if !self.filter.process_allowed(event.tgid, event.comm) {
                 continue;
             }
-            self.table.apply(&event);
+            let mut applied_event = event.clone();
+            self.table.apply(&mut applied_event);
             self.apply_resolution(Resolution::Inet {
                 key,
                 transport: s.socket.transport,

@@ -340,6 +340,12 @@ pub fn probe() -> Report {
         is_program_supported(ProgramType::TracePoint).map_err(|e| e.to_string()),
         "BPF_PROG_TYPE_TRACEPOINT",
     ));
+    capabilities.push(supported(
+        "raw tracepoint",
+        false,
+        is_program_supported(ProgramType::RawTracePoint).map_err(|e| e.to_string()),
+        "BPF_PROG_TYPE_RAW_TRACEPOINT (fast capture path)",
+    ));
     capabilities.push(event_source("uprobes", "uprobe", false));
     capabilities.push(perf_events());
     capabilities.push(event_source("kprobes", "kprobe", false));

@@ -27,7 +27,11 @@ fn privileged(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    eprintln!("SKIPPED {test}: needs root (loads eBPF programs)");
+    // Straight to stderr, past libtest's capture: `cargo xtask test` counts these.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: needs root (loads eBPF programs)\n").as_bytes(),
+    );
     false
 }
 
@@ -106,7 +110,90 @@ fn check_reports_every_capability_and_says_it_can_run() {
     };
     assert!(line("syscall tracepoints").contains(" ok "), "{text}");
     assert!(line("ring buffer").contains(" ok "), "{text}");
+    // The path is found by loading it: on this kernel, the fast one.
+    assert!(
+        line("capture path").contains(" ok ")
+            && line("capture path").contains("fast: raw_tracepoint sys_exit"),
+        "{text}"
+    );
     assert!(text.contains("agent can run"));
+}
+
+#[test]
+fn fallback_path_is_taken_when_the_fast_one_is_unavailable() {
+    let test = "fallback_path_is_taken_when_the_fast_one_is_unavailable";
+    if !privileged(test) {
+        return;
+    }
+    // The dispatcher refused, then one handler: either way the tracepoints run,
+    // and the report says why.
+    for refused in ["sys_exit", "exit_write"] {
+        let out = agent()
+            .arg("--check")
+            .env("AGENT_CAPTURE_PATH", "auto")
+            .env("AGENT_FAIL_ATTACH", refused)
+            .output()
+            .expect("run agent --check");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("capture path"))
+            .unwrap_or_default();
+        assert!(
+            line.contains(" ok ")
+                && line.contains("tracepoints: syscalls:sys_enter_*/sys_exit_* pairs")
+                && line.contains(&format!("fast path unavailable: {refused}: refused")),
+            "{text}"
+        );
+    }
+    // Asked for explicitly, the fast path fails loudly instead.
+    let out = agent()
+        .arg("--check")
+        .env("AGENT_CAPTURE_PATH", "fast")
+        .env("AGENT_FAIL_ATTACH", "sys_exit")
+        .output()
+        .expect("run agent --check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("capture path") && text.contains("MISSING"),
+        "{text}"
+    );
+
+    // And the fallback captures: a request on a fresh port becomes events.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut child = agent()
+        .args([
+            "--events",
+            "--log-format",
+            "json",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("AGENT_CAPTURE_PATH", "auto")
+        .env("AGENT_FAIL_ATTACH", "sys_exit")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    let ready = wait_line(&stderr, "capturing", |l| l.contains("capturing socket I/O"));
+    assert!(ready.contains("tracepoints: syscalls"), "{ready}");
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.write_all(b"fallback ping").expect("write");
+    let mut buf = [0u8; 13];
+    std::io::Read::read_exact(&mut server, &mut buf).expect("read");
+    wait_line(&stdout, "the written payload", |l| {
+        l.contains(r#""kind":"data""#)
+            && l.contains("fallback ping")
+            && l.contains(r#""direction":"egress""#)
+    });
+    let (status, _) = terminate(&mut child);
+    assert!(status.success());
 }
 
 #[test]

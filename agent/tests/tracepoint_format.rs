@@ -41,7 +41,11 @@ fn fields(category: &str, event: &str) -> HashMap<String, (usize, usize)> {
 fn ready(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED {test}: needs root to read (or mount) tracefs");
+        // Straight to stderr, past libtest's capture: `cargo xtask test` counts these.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIPPED {test}: needs root to read (or mount) tracefs\n").as_bytes(),
+        );
         return false;
     }
     // Mounts tracefs if needed, as the agent does.

@@ -48,7 +48,14 @@ pub fn privileged(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    eprintln!("SKIPPED {test}: needs root (loads eBPF programs); run `sudo -E cargo xtask test`");
+    // Straight to stderr, past libtest's capture: `cargo xtask test` counts these.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "SKIPPED {test}: needs root (loads eBPF programs); run `sudo -E cargo xtask test`\n"
+        )
+        .as_bytes(),
+    );
     false
 }
 
@@ -72,6 +79,12 @@ impl Running {
             spans: Some(spans_tx),
         };
         let handle = agent::start(&settings, taps).await?;
+        anyhow::ensure!(
+            handle.capture_path.path == settings.capture_path,
+            "asked for the {:?} capture path, runs {}",
+            settings.capture_path,
+            handle.capture_path
+        );
         // Every program must load and attach: a gap here is a test failure.
         for result in &handle.attached {
             anyhow::ensure!(
@@ -214,7 +227,18 @@ pub fn settings() -> Settings {
             enabled: false,
             ..Default::default()
         },
+        capture_path: capture_path(),
         ..Settings::default()
+    }
+}
+
+/// The kernel path the tests run on: `AGENT_CAPTURE_PATH=tracepoints` for the
+/// fallback (`cargo xtask test` runs the capture tests on both), else the fast
+/// path, required, so that a silent fallback fails the tests.
+pub fn capture_path() -> agent::config::CapturePath {
+    match std::env::var("AGENT_CAPTURE_PATH").as_deref() {
+        Ok("tracepoints") => agent::config::CapturePath::Tracepoints,
+        _ => agent::config::CapturePath::Fast,
     }
 }
 

@@ -4,7 +4,9 @@ mod bench;
 mod bench_http;
 mod bench_profile;
 mod build_ebpf;
+mod packages;
 mod setup;
+mod suite;
 
 use std::{path::PathBuf, process::Command};
 
@@ -20,7 +22,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building the kernel programs needs (idempotent).
+    /// Install what building the kernel programs, the tests and the benchmarks
+    /// need (idempotent; Debian packages only when running as root).
     Setup,
     /// Build the kernel object (release, BTF) into target/bpf/.
     BuildEbpf,
@@ -90,7 +93,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
-        Task::Test { args } => test(&args),
+        Task::Test { args } => suite::run(&args),
     }
 }
 
@@ -178,33 +181,4 @@ fn fuzz(target: &str, seconds: u64) -> anyhow::Result<()> {
         cmd.env_remove(key);
     }
     sh(&mut cmd)
-}
-
-fn test(args: &[String]) -> anyhow::Result<()> {
-    setup::run()?;
-    setup::test_tools()?;
-    build_ebpf::run()?;
-    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    // Userspace crates: stable toolchain, warnings are errors.
-    sh(cargo().args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "agent-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    // The kernel crate: nightly, BPF target.
-    sh(build_ebpf::clippy_command().args(["--", "-D", "warnings"]))?;
-    if !is_root() {
-        eprintln!(
-            "note: not running as root: privileged end-to-end tests will skip and say why; \
-             run `sudo -E cargo xtask test` for the full suite"
-        );
-    }
-    sh(cargo()
-        .args(["test", "--workspace", "--exclude", "agent-ebpf"])
-        .args(args))
 }

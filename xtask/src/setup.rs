@@ -1,4 +1,4 @@
-//! Installs the eBPF toolchain, idempotently: the nightly toolchain's `rust-src`
+//! Installs the eBPF toolchain and the test tools, idempotently: the nightly toolchain's `rust-src`
 //! (for `-Z build-std=core`) and `bpf-linker` built against the nightly's own LLVM.
 //!
 //! bpf-linker links LLVM dynamically; it is built with an rpath to the nightly's
@@ -33,9 +33,12 @@ fn cargo_home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
 }
 
+/// Everything `run`, `test` and `bench` need: the eBPF toolchain, then the
+/// programs the tests and benchmarks call (see [`crate::packages`]).
 pub fn run() -> anyhow::Result<()> {
     ensure_nightly()?;
-    ensure_bpf_linker()
+    ensure_bpf_linker()?;
+    crate::packages::ensure(crate::is_root())
 }
 
 /// What the tests need beyond Rust: the independent pprof decoder (npm
@@ -49,7 +52,7 @@ pub fn test_tools() -> anyhow::Result<()> {
     sh(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--prefix"])
         .arg(&js))
-    .context("npm ci (install nodejs and npm: apt-get install nodejs npm)")
+    .context("npm ci in tests/js")
 }
 
 fn ensure_nightly() -> anyhow::Result<()> {

@@ -44,6 +44,73 @@ impl Direction {
     }
 }
 
+/// A thread's `comm` (at most 15 bytes), kept inline: decoding an event
+/// allocates nothing for it. Bytes that are not UTF-8 become `?`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comm {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Comm {
+    pub fn new(raw: &[u8]) -> Comm {
+        let raw = &raw[..raw
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.len())
+            .min(16)];
+        let mut bytes = [0u8; 16];
+        bytes[..raw.len()].copy_from_slice(raw);
+        if std::str::from_utf8(raw).is_err() {
+            for b in &mut bytes[..raw.len()] {
+                if !b.is_ascii() {
+                    *b = b'?';
+                }
+            }
+        }
+        Comm {
+            bytes,
+            len: raw.len() as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Valid by construction (see `new`); never empty-on-error in practice.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+impl std::ops::Deref for Comm {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Comm {
+        Comm::new(s.as_bytes())
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One decoded kernel event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -65,7 +132,7 @@ pub struct Event {
     pub flags: u32,
     /// Address passed to or returned by the syscall (peer for accept/connect/UDP).
     pub addr: Option<SocketAddr>,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 impl Event {
@@ -206,7 +273,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         payload: record[HEADER_LEN..HEADER_LEN + captured].to_vec(),
         flags: header.flags,
         addr,
-        comm: comm_to_string(&header.comm),
+        comm: Comm::new(&header.comm),
     })
 }
 
@@ -233,11 +300,6 @@ pub fn decode_sockaddr(raw: &[u8; SOCKADDR_BYTES]) -> Option<SocketAddr> {
         }
         _ => None,
     }
-}
-
-fn comm_to_string(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
 #[cfg(test)]

@@ -1,66 +1,162 @@
-//! Loading the kernel object and attaching its programs.
+//! Loading the kernel object and attaching its programs, from one attach table.
 //!
-//! The attach table is derived from [`Syscall::ALL`]: every traced syscall has an
-//! enter and an exit program named after its tracepoint. A program that fails to
-//! load or attach is reported and the others keep running; only when nothing at all
-//! attaches does the agent refuse to start.
+//! Each program in [`attach_table`] names its hook and the capture path it
+//! belongs to:
+//! - **fast**: the `sys_exit` raw tracepoint dispatcher and the per-syscall
+//!   handlers it tail-calls (loaded into `EXIT_PROGS`, never attached);
+//! - **tracepoints**: the `syscalls:sys_{enter,exit}_*` pairs, the fallback;
+//! - **both**: what either path needs (`sock:inet_sock_set_state`).
+//!
+//! `--capture-path auto` (the default) attaches the fast path and falls back to
+//! the tracepoints when any part of it fails to load or attach, saying why; the
+//! capability report (`agent --check`) and the startup log say which one runs.
+//! Within the tracepoint path a program that fails is reported and the others
+//! keep running; only when nothing at all attaches does the agent refuse to start.
+//!
+//! `AGENT_FAIL_ATTACH=prog,prog` makes the named programs fail as if the kernel
+//! had refused them: the tests use it to prove the fallback is taken.
 
 use agent_common::{Syscall, globals, maps};
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{TracePoint, trace_point::TracePointLink},
+    maps::ProgramArray,
+    programs::{
+        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
+    },
 };
 
-use crate::config::Settings;
+use crate::config::{CapturePath, Settings};
 
 /// The kernel object built by `build.rs` (or an empty file with `AYA_BUILD_SKIP`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
 
-/// One tracepoint program and where it attaches.
+/// The raw tracepoint of the fast path and its dispatcher program.
+const FAST_DISPATCHER: &str = "sys_exit";
+
+/// Environment variable naming programs that must fail (fault injection).
+pub const FAIL_ATTACH_ENV: &str = "AGENT_FAIL_ATTACH";
+
+/// Where a program goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// A classic tracepoint `category:name`.
+    Tracepoint {
+        category: &'static str,
+        name: String,
+    },
+    /// A raw tracepoint.
+    RawTracepoint(&'static str),
+    /// Loaded and stored at `index` of the `EXIT_PROGS` program array.
+    TailCall { index: u32 },
+}
+
+/// Which capture path needs a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    Fast,
+    Tracepoints,
+    Both,
+}
+
+/// One program and where it attaches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     pub program: String,
-    pub category: &'static str,
-    pub name: String,
+    pub hook: Hook,
+    pub path: Path,
 }
 
-/// The outcome of attaching one program.
+/// The outcome of attaching one program of the path in use.
 #[derive(Debug)]
 pub struct AttachResult {
     pub attachment: Attachment,
     pub error: Option<String>,
 }
 
-/// Every program of the capture path: enter and exit for each syscall, and the
-/// TCP state tracepoint that gives connections their local address.
-pub fn attach_table() -> Vec<Attachment> {
-    let syscalls = Syscall::ALL
-        .iter()
-        .flat_map(|s| ["sys_enter_", "sys_exit_"].map(|prefix| format!("{prefix}{}", s.name())))
-        .map(|name| Attachment {
-            program: name.clone(),
-            category: "syscalls",
-            name,
-        });
-    let tcp = Attachment {
-        program: "inet_sock_set_state".into(),
-        category: "sock",
-        name: "inet_sock_set_state".into(),
-    };
-    syscalls.chain(std::iter::once(tcp)).collect()
+/// The path that runs, and why when it is the fallback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathReport {
+    pub path: CapturePath,
+    /// Why the fast path is not used (`None` when it runs, or was not asked for).
+    pub fast_error: Option<String>,
 }
 
-/// Loads the object with the agent's globals and map sizes, then attaches.
-///
-/// Attaching a syscall tracepoint waits for an RCU grace period in the kernel
-/// (~60 ms each here), so programs are attached from parallel threads, where
-/// those waits overlap: 28 programs take about as long as one. The links are
-/// returned owned, so that [`detach_all`] can release them in parallel too.
-pub fn load(
-    settings: &Settings,
-    agent_tgid: u32,
-) -> anyhow::Result<(Ebpf, Vec<TracePointLink>, Vec<AttachResult>)> {
+impl std::fmt::Display for PathReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.path, &self.fast_error) {
+            (CapturePath::Fast, _) => write!(
+                f,
+                "fast: raw_tracepoint sys_exit, arguments from saved registers, {} syscall handlers",
+                Syscall::ALL.len()
+            ),
+            (_, None) => write!(
+                f,
+                "tracepoints: syscalls:sys_enter_*/sys_exit_* pairs (asked for)"
+            ),
+            (_, Some(why)) => write!(
+                f,
+                "tracepoints: syscalls:sys_enter_*/sys_exit_* pairs (fast path unavailable: {why})"
+            ),
+        }
+    }
+}
+
+/// Every program of the capture path.
+pub fn attach_table() -> Vec<Attachment> {
+    let mut table = vec![Attachment {
+        program: FAST_DISPATCHER.into(),
+        hook: Hook::RawTracepoint(FAST_DISPATCHER),
+        path: Path::Fast,
+    }];
+    for s in Syscall::ALL {
+        table.push(Attachment {
+            program: format!("exit_{}", s.name()),
+            hook: Hook::TailCall { index: s as u32 },
+            path: Path::Fast,
+        });
+    }
+    for s in Syscall::ALL {
+        for prefix in ["sys_enter_", "sys_exit_"] {
+            let name = format!("{prefix}{}", s.name());
+            table.push(Attachment {
+                program: name.clone(),
+                hook: Hook::Tracepoint {
+                    category: "syscalls",
+                    name,
+                },
+                path: Path::Tracepoints,
+            });
+        }
+    }
+    table.push(Attachment {
+        program: "inet_sock_set_state".into(),
+        hook: Hook::Tracepoint {
+            category: "sock",
+            name: "inet_sock_set_state".into(),
+        },
+        path: Path::Both,
+    });
+    table
+}
+
+/// An attached program; dropping it detaches.
+pub enum Link {
+    Tracepoint(TracePointLink),
+    Raw(RawTracePointLink),
+}
+
+/// What [`load`] hands over.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub links: Vec<Link>,
+    pub results: Vec<AttachResult>,
+    pub path: PathReport,
+}
+
+/// Loads the object with the agent's globals and map sizes, then attaches the
+/// capture path the settings ask for.
+pub fn load(settings: &Settings, agent_tgid: u32) -> anyhow::Result<Loaded> {
     if OBJECT.is_empty() {
         bail!(
             "this agent binary was built with AYA_BUILD_SKIP=1 and has no kernel programs; \
@@ -87,6 +183,10 @@ pub fn load(
         .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(maps::EVENTS, ring_bytes)
         .map_max_entries(maps::SOCKETS, settings.socket_table_size);
+    // The tracepoint path's enter state is not needed by the fast one.
+    if settings.capture_path == CapturePath::Fast {
+        loader.map_max_entries(maps::ACTIVE, 1);
+    }
     for name in maps::PROFILE_COUNTS.iter().chain(&maps::PROFILE_STACKS) {
         loader.map_max_entries(name, profile_entries);
     }
@@ -98,38 +198,40 @@ pub fn load(
         profile_map_entries = profile_entries,
         "kernel object loaded"
     );
-
+    let failing = failing_programs();
     let table = attach_table();
-    let mut programs: Vec<(&str, &mut aya::programs::Program)> = ebpf.programs_mut().collect();
-    let outcomes: Vec<(Attachment, anyhow::Result<TracePointLink>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = table
-            .into_iter()
-            .map(|attachment| {
-                let program = programs
-                    .iter()
-                    .position(|(name, _)| *name == attachment.program)
-                    .map(|i| programs.swap_remove(i).1);
-                scope.spawn(move || {
-                    let result = match program {
-                        Some(program) => attach(program, &attachment),
-                        None => Err(anyhow::anyhow!(
-                            "program {} not in the object",
-                            attachment.program
-                        )),
-                    };
-                    (attachment, result)
-                })
-            })
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-
     let mut links = Vec::new();
     let mut results = Vec::new();
-    for (attachment, outcome) in outcomes {
+    let mut fast_error = None;
+    let mut path = settings.capture_path;
+    if path != CapturePath::Tracepoints {
+        let fast: Vec<_> = table.iter().filter(|a| a.path == Path::Fast).collect();
+        match attach_fast(&mut ebpf, &fast, &failing) {
+            Ok(link) => {
+                links.push(Link::Raw(link));
+                results.extend(fast.into_iter().map(|a| AttachResult {
+                    attachment: a.clone(),
+                    error: None,
+                }));
+                path = CapturePath::Fast;
+            }
+            Err(error) if path == CapturePath::Auto => {
+                let error = format!("{error:#}");
+                tracing::warn!(%error, "fast capture path unavailable; using syscall tracepoints");
+                fast_error = Some(error);
+                path = CapturePath::Tracepoints;
+            }
+            Err(error) => return Err(error.context("--capture-path fast")),
+        }
+    }
+    let wanted = |a: &&Attachment| {
+        a.path == Path::Both || (a.path == Path::Tracepoints && path == CapturePath::Tracepoints)
+    };
+    let tracepoints: Vec<Attachment> = table.iter().filter(wanted).cloned().collect();
+    for (attachment, outcome) in attach_tracepoints(&mut ebpf, tracepoints, &failing) {
         let error = match outcome {
             Ok(link) => {
-                links.push(link);
+                links.push(Link::Tracepoint(link));
                 None
             }
             Err(e) => {
@@ -140,21 +242,127 @@ pub fn load(
         };
         results.push(AttachResult { attachment, error });
     }
-    if links.is_empty() {
+    if !results
+        .iter()
+        .any(|r| r.error.is_none() && r.attachment.path != Path::Both)
+    {
         bail!("no capture program could be attached; see the warnings above");
     }
-    Ok((ebpf, links, results))
+    Ok(Loaded {
+        ebpf,
+        links,
+        results,
+        path: PathReport { path, fast_error },
+    })
 }
 
-fn attach(
+/// Program names from [`FAIL_ATTACH_ENV`].
+fn failing_programs() -> Vec<String> {
+    std::env::var(FAIL_ATTACH_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn injected(program: &str, failing: &[String]) -> anyhow::Result<()> {
+    if failing.iter().any(|f| f == program) {
+        bail!("{program}: refused ({FAIL_ATTACH_ENV})");
+    }
+    Ok(())
+}
+
+/// Loads every handler into `EXIT_PROGS`, then loads and attaches the
+/// dispatcher. The handlers stay loaded with the object if it fails.
+fn attach_fast(
+    ebpf: &mut Ebpf,
+    fast: &[&Attachment],
+    failing: &[String],
+) -> anyhow::Result<RawTracePointLink> {
+    let mut handlers = Vec::new();
+    for attachment in fast {
+        let Hook::TailCall { index } = attachment.hook else {
+            continue;
+        };
+        injected(&attachment.program, failing)?;
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(&attachment.program)
+            .with_context(|| format!("program {} not in the object", attachment.program))?
+            .try_into()?;
+        program
+            .load()
+            .with_context(|| format!("verifier: {}", attachment.program))?;
+        handlers.push((index, program.fd()?.try_clone()?));
+    }
+    let mut array = ProgramArray::try_from(
+        ebpf.map_mut(maps::EXIT_PROGS)
+            .context("EXIT_PROGS map not in the object")?,
+    )?;
+    for (index, fd) in &handlers {
+        array
+            .set(*index, fd, 0)
+            .with_context(|| format!("EXIT_PROGS[{index}]"))?;
+    }
+    injected(FAST_DISPATCHER, failing)?;
+    let dispatcher: &mut RawTracePoint = ebpf
+        .program_mut(FAST_DISPATCHER)
+        .context("program sys_exit not in the object")?
+        .try_into()?;
+    dispatcher.load().context("verifier: sys_exit")?;
+    let id = dispatcher
+        .attach(FAST_DISPATCHER)
+        .context("attaching raw tracepoint sys_exit")?;
+    Ok(dispatcher.take_link(id)?)
+}
+
+/// Attaches classic tracepoints from parallel threads: attaching one waits for
+/// an RCU grace period in the kernel (~60 ms each here), and in parallel those
+/// waits overlap, so 29 programs take about as long as one.
+fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    table: Vec<Attachment>,
+    failing: &[String],
+) -> Vec<(Attachment, anyhow::Result<TracePointLink>)> {
+    let mut programs: Vec<(&str, &mut aya::programs::Program)> = ebpf.programs_mut().collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = table
+            .into_iter()
+            .map(|attachment| {
+                let program = programs
+                    .iter()
+                    .position(|(name, _)| *name == attachment.program)
+                    .map(|i| programs.swap_remove(i).1);
+                scope.spawn(move || {
+                    let result = match program {
+                        Some(program) => injected(&attachment.program, failing)
+                            .and_then(|()| attach_tracepoint(program, &attachment)),
+                        None => Err(anyhow::anyhow!(
+                            "program {} not in the object",
+                            attachment.program
+                        )),
+                    };
+                    (attachment, result)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
+}
+
+fn attach_tracepoint(
     program: &mut aya::programs::Program,
     attachment: &Attachment,
 ) -> anyhow::Result<TracePointLink> {
+    let Hook::Tracepoint { category, name } = &attachment.hook else {
+        bail!("{} is not a tracepoint program", attachment.program);
+    };
     let program: &mut TracePoint = program.try_into()?;
     program.load().context("verifier")?;
     let id = program
-        .attach(attachment.category, &attachment.name)
-        .with_context(|| format!("attaching to {}:{}", attachment.category, attachment.name))?;
+        .attach(category, name)
+        .with_context(|| format!("attaching to {category}:{name}"))?;
     Ok(program.take_link(id)?)
 }
 
@@ -165,8 +373,8 @@ pub fn wakeup_bytes(ring_bytes: u32) -> u64 {
     (u64::from(ring_bytes) / 8).min(256 * 1024)
 }
 
-/// Detaches every link, in parallel (see [`load`]).
-pub fn detach_all(links: Vec<TracePointLink>) {
+/// Detaches every link, in parallel (see [`attach_tracepoints`]).
+pub fn detach_all(links: Vec<Link>) {
     std::thread::scope(|scope| {
         for link in links {
             scope.spawn(move || drop(link));
@@ -179,16 +387,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_has_enter_and_exit_for_every_syscall() {
+    fn table_has_both_paths_for_every_syscall() {
         let table = attach_table();
-        assert_eq!(table.len(), 2 * Syscall::ALL.len() + 1);
-        assert!(table.iter().any(|a| a.name == "sys_enter_recvmmsg"));
-        assert!(table.iter().any(|a| a.name == "sys_exit_accept4"));
-        assert!(table.iter().all(|a| a.program == a.name));
+        assert_eq!(table.len(), 1 + 3 * Syscall::ALL.len() + 1);
+        let has = |program: &str, path: Path| {
+            table.iter().any(|a| a.program == program && a.path == path)
+        };
+        assert!(has("sys_exit", Path::Fast));
+        assert!(has("exit_recvmmsg", Path::Fast));
+        assert!(has("sys_enter_recvmmsg", Path::Tracepoints));
+        assert!(has("sys_exit_accept4", Path::Tracepoints));
+        assert!(has("inet_sock_set_state", Path::Both));
+        // Handlers sit at their syscall's code, which the dispatcher indexes by.
+        for s in Syscall::ALL {
+            assert!(
+                table
+                    .iter()
+                    .any(|a| a.program == format!("exit_{}", s.name())
+                        && a.hook == Hook::TailCall { index: s as u32 })
+            );
+        }
+    }
+
+    #[test]
+    fn syscall_numbers_are_the_x86_64_abi() {
+        for (s, nr) in [
+            (Syscall::Read, libc::SYS_read),
+            (Syscall::Write, libc::SYS_write),
+            (Syscall::Close, libc::SYS_close),
+            (Syscall::Readv, libc::SYS_readv),
+            (Syscall::Writev, libc::SYS_writev),
+            (Syscall::Connect, libc::SYS_connect),
+            (Syscall::Accept, libc::SYS_accept),
+            (Syscall::Sendto, libc::SYS_sendto),
+            (Syscall::Recvfrom, libc::SYS_recvfrom),
+            (Syscall::Sendmsg, libc::SYS_sendmsg),
+            (Syscall::Recvmsg, libc::SYS_recvmsg),
+            (Syscall::Accept4, libc::SYS_accept4),
+            (Syscall::Recvmmsg, libc::SYS_recvmmsg),
+            (Syscall::Sendmmsg, libc::SYS_sendmmsg),
+        ] {
+            assert_eq!(s.x86_64_nr(), nr as u64, "{s:?}");
+            assert_eq!(Syscall::from_x86_64_nr(nr as u64), Some(s));
+        }
+        assert_eq!(Syscall::from_x86_64_nr(libc::SYS_getpid as u64), None);
+    }
+
+    #[test]
+    fn the_report_says_which_path_and_why() {
+        let fast = PathReport {
+            path: CapturePath::Fast,
+            fast_error: None,
+        };
         assert!(
-            table
-                .iter()
-                .any(|a| a.category == "sock" && a.name == "inet_sock_set_state")
+            fast.to_string()
+                .starts_with("fast: raw_tracepoint sys_exit")
+        );
+        let fallback = PathReport {
+            path: CapturePath::Tracepoints,
+            fast_error: Some("sys_exit: refused".into()),
+        };
+        assert!(
+            fallback
+                .to_string()
+                .contains("fast path unavailable: sys_exit: refused")
         );
     }
 }

@@ -12,23 +12,26 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
 };
 
-pub use event::{Direction, Event, EventKind, Record, TcpState};
+pub use event::{Comm, Direction, Event, EventKind, Record, TcpState};
 
-/// What [`Capture::start`] hands over: the capture, its ring buffer, the attach
-/// report and the CPU sampler (when profiling is on and could attach).
-pub type Started = (
-    Capture,
-    RingBuf<MapData>,
-    Vec<loader::AttachResult>,
-    Option<crate::profiling::Sampler>,
-);
+/// What [`Capture::start`] hands over.
+pub struct Started {
+    pub capture: Capture,
+    pub ring: RingBuf<MapData>,
+    /// Every program of the path in use, attached or not.
+    pub attached: Vec<loader::AttachResult>,
+    /// Which capture path runs, and why.
+    pub path: loader::PathReport,
+    /// The CPU sampler, when profiling is on and could attach.
+    pub sampler: Option<crate::profiling::Sampler>,
+}
 
 /// The loaded kernel side. Dropping it detaches every program.
 pub struct Capture {
     /// Keeps the programs loaded.
     _ebpf: Ebpf,
     /// Attached links; released in parallel on drop.
-    links: Vec<aya::programs::trace_point::TracePointLink>,
+    links: Vec<loader::Link>,
     losses: PerCpuArray<MapData, u64>,
     sockets: HashMap<MapData, SockKey, SockInfo>,
 }
@@ -37,7 +40,12 @@ impl Capture {
     /// Loads and attaches; returns the capture, its ring buffer, the attach
     /// report and, when profiling is on and could attach, the CPU sampler.
     pub fn start(settings: &crate::config::Settings, agent_tgid: u32) -> anyhow::Result<Started> {
-        let (mut ebpf, links, report) = loader::load(settings, agent_tgid)?;
+        let loader::Loaded {
+            mut ebpf,
+            links,
+            results,
+            path,
+        } = loader::load(settings, agent_tgid)?;
         let sampler = if settings.profiling.enabled {
             match crate::profiling::Sampler::attach(&mut ebpf, settings.profiling.frequency) {
                 Ok(sampler) => Some(sampler),
@@ -55,17 +63,18 @@ impl Capture {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("EVENTS map")?)?;
         let losses = PerCpuArray::try_from(ebpf.take_map(maps::LOSSES).context("LOSSES map")?)?;
         let sockets = HashMap::try_from(ebpf.take_map(maps::SOCKETS).context("SOCKETS map")?)?;
-        Ok((
-            Capture {
+        Ok(Started {
+            capture: Capture {
                 _ebpf: ebpf,
                 links,
                 losses,
                 sockets,
             },
             ring,
-            report,
+            attached: results,
+            path,
             sampler,
-        ))
+        })
     }
 
     /// Detaches every program now (also done on drop).

@@ -1,7 +1,8 @@
 //! The ring buffer reader: one task, woken by epoll readiness (tokio `AsyncFd`) or
 //! by its poll interval, drains every record, decodes it and hands it on through a
-//! bounded queue. It never waits for the consumer: a full queue drops the event
-//! and counts it.
+//! bounded queue, in batches of up to [`BATCH`] records (one queue operation per
+//! batch instead of per event). It never waits for the consumer: a full queue
+//! drops the batch and counts its events.
 //!
 //! The kernel only wakes it when enough bytes are waiting (`WAKEUP_BYTES`): a
 //! wakeup per record costs the traced thread more than everything else the
@@ -18,10 +19,18 @@ use tokio::{
 use super::event::{Record, decode_record};
 use crate::self_metrics::SelfMetrics;
 
+/// Records handed over at once.
+pub const BATCH: usize = 256;
+
+/// Queue slots (batches) for a budget of `events` queued events.
+pub fn queue_batches(events: usize) -> usize {
+    (events / BATCH).max(4)
+}
+
 pub async fn run(
     ring: RingBuf<MapData>,
     poll: std::time::Duration,
-    tx: mpsc::Sender<Record>,
+    tx: mpsc::Sender<Vec<Record>>,
     metrics: Arc<SelfMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -47,7 +56,8 @@ pub async fn run(
     Ok(())
 }
 
-fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Record>, metrics: &SelfMetrics) {
+fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Record>>, metrics: &SelfMetrics) {
+    let mut batch = Vec::with_capacity(BATCH);
     while let Some(record) = ring.next() {
         SelfMetrics::add(&metrics.events_received, 1);
         let event = match decode_record(&record) {
@@ -61,8 +71,28 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Record>, metrics: &SelfM
         if let Record::Socket(e) = &event {
             SelfMetrics::add(&metrics.bytes_captured, e.payload.len() as u64);
         }
-        if tx.try_send(event).is_err() {
-            SelfMetrics::add(&metrics.dropped_queue_full, 1);
+        batch.push(event);
+        if batch.len() == BATCH {
+            send(
+                tx,
+                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                metrics,
+            );
         }
+    }
+    if !batch.is_empty() {
+        send(tx, batch, metrics);
+    }
+}
+
+fn send(tx: &mpsc::Sender<Vec<Record>>, batch: Vec<Record>, metrics: &SelfMetrics) {
+    let n = batch.len() as u64;
+    // Counted in before the send: the processor may take it out at once.
+    SelfMetrics::add(&metrics.queue_len, n);
+    if tx.try_send(batch).is_err() {
+        metrics
+            .queue_len
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        SelfMetrics::add(&metrics.dropped_queue_full, n);
     }
 }

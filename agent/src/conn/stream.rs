@@ -40,11 +40,12 @@ impl Stream {
         }
     }
 
-    /// Appends one syscall's capture (`data`, a prefix of the `moved` bytes).
-    /// Returns how many buffered bytes were dropped to stay under the cap.
-    pub fn push(&mut self, ts_ns: u64, data: &[u8], moved: u64) -> u64 {
+    /// Appends one syscall's capture (`data`, a prefix of the `moved` bytes),
+    /// taking the buffer as it is (no copy). Returns how many buffered bytes
+    /// were dropped to stay under the cap.
+    pub fn push(&mut self, ts_ns: u64, mut data: Vec<u8>, moved: u64) -> u64 {
         let moved = moved.max(data.len() as u64);
-        let data = &data[..data.len().min(self.cap)];
+        data.truncate(self.cap);
         let mut dropped = 0u64;
         while self.buffered + data.len() > self.cap {
             let Some(old) = self.chunks.pop_front() else {
@@ -53,13 +54,13 @@ impl Stream {
             self.buffered -= old.data.len();
             dropped += old.data.len() as u64;
         }
+        self.buffered += data.len();
         self.chunks.push_back(Chunk {
             ts_ns,
             offset: self.total,
-            data: data.to_vec(),
             missing: moved - data.len() as u64,
+            data,
         });
-        self.buffered += data.len();
         self.total += moved;
         dropped
     }
@@ -93,9 +94,9 @@ mod tests {
     #[test]
     fn keeps_chunks_in_order_with_offsets_and_gaps() {
         let mut s = Stream::new(1024);
-        assert_eq!(s.push(1, b"GET / HTTP/1.1\r\n", 16), 0);
-        assert_eq!(s.push(2, b"abcd", 10), 0); // truncated: 6 bytes missing
-        assert_eq!(s.push(3, b"z", 1), 0);
+        assert_eq!(s.push(1, b"GET / HTTP/1.1\r\n".to_vec(), 16), 0);
+        assert_eq!(s.push(2, b"abcd".to_vec(), 10), 0); // truncated: 6 bytes missing
+        assert_eq!(s.push(3, b"z".to_vec(), 1), 0);
         let chunks: Vec<_> = s.chunks().cloned().collect();
         assert_eq!(chunks[1].offset, 16);
         assert_eq!(chunks[1].missing, 6);
@@ -109,13 +110,13 @@ mod tests {
     #[test]
     fn drops_oldest_chunks_beyond_the_cap() {
         let mut s = Stream::new(10);
-        s.push(1, b"aaaa", 4);
-        s.push(2, b"bbbb", 4);
-        assert_eq!(s.push(3, b"cccc", 4), 4);
+        s.push(1, b"aaaa".to_vec(), 4);
+        s.push(2, b"bbbb".to_vec(), 4);
+        assert_eq!(s.push(3, b"cccc".to_vec(), 4), 4);
         assert_eq!(s.buffered(), 8);
         assert_eq!(s.chunks().next().unwrap().data, b"bbbb");
         // A single chunk larger than the cap keeps its first `cap` bytes.
-        assert_eq!(s.push(4, &[b'x'; 30], 30), 8);
+        assert_eq!(s.push(4, vec![b'x'; 30], 30), 8);
         assert_eq!(s.buffered(), 10);
         assert_eq!(s.chunks().next().unwrap().missing, 20);
         assert_eq!(s.total(), 42);

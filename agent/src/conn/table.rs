@@ -54,7 +54,7 @@ pub struct Conn {
     pub peer: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     pub transport: Option<Transport>,
-    pub comm: String,
+    pub comm: crate::capture::Comm,
     /// Opened before the agent started.
     pub preexisting: bool,
     pub first_ns: u64,
@@ -134,7 +134,7 @@ impl ConnTable {
     }
 
     /// Updates the table with one event.
-    pub fn apply(&mut self, event: &Event) -> Applied {
+    pub fn apply(&mut self, event: &mut Event) -> Applied {
         let key = ConnKey {
             tgid: event.tgid,
             fd: event.fd,
@@ -165,11 +165,11 @@ impl ConnTable {
             }
             let before = stream.buffered();
             if self.buffered + len <= self.budget {
-                dropped += stream.push(event.ts_ns, &event.payload, moved);
+                dropped += stream.push(event.ts_ns, std::mem::take(&mut event.payload), moved);
             } else {
                 // No room at all: keep the byte count, not the bytes.
                 dropped += len as u64;
-                stream.push(event.ts_ns, &[], moved);
+                stream.push(event.ts_ns, Vec::new(), moved);
             }
             self.buffered = self.buffered + stream.buffered() - before;
             applied.stream_bytes_dropped = dropped;
@@ -197,7 +197,7 @@ impl ConnTable {
             peer: event.addr,
             local: None,
             transport: None,
-            comm: event.comm.clone(),
+            comm: event.comm,
             preexisting: event.flags & flags::PREEXISTING != 0,
             first_ns: event.ts_ns,
             last_ns: event.ts_ns,
@@ -274,14 +274,17 @@ mod tests {
     #[test]
     fn accept_data_close_lifecycle() {
         let mut t = ConnTable::new(8, 1024, 1 << 20);
-        assert!(t.apply(&event(EventKind::Accept, 5, 100)).created);
-        assert!(!t.apply(&event(EventKind::Data, 5, 100)).created);
+        assert!(t.apply(&mut event(EventKind::Accept, 5, 100)).created);
+        assert!(!t.apply(&mut event(EventKind::Data, 5, 100)).created);
         let conn = t.get(&key(5, 100)).unwrap();
         assert_eq!(conn.role, Role::Server);
         assert_eq!(conn.stream(Direction::Egress).total(), 3);
         assert_eq!(t.take_chunks(&key(5, 100), Direction::Egress).len(), 1);
         assert_eq!(t.buffered(), 0);
-        let closed = t.apply(&event(EventKind::Close, 5, 100)).closed.unwrap();
+        let closed = t
+            .apply(&mut event(EventKind::Close, 5, 100))
+            .closed
+            .unwrap();
         assert_eq!(closed.key, key(5, 100));
         assert!(t.is_empty());
     }
@@ -289,61 +292,62 @@ mod tests {
     #[test]
     fn reused_fd_is_a_new_connection_and_replaces_the_stale_one() {
         let mut t = ConnTable::new(8, 1024, 1 << 20);
-        t.apply(&event(EventKind::Accept, 5, 100));
+        t.apply(&mut event(EventKind::Accept, 5, 100));
         // Close missed; the fd comes back with a new connection id.
-        assert!(t.apply(&event(EventKind::Accept, 5, 200)).created);
+        assert!(t.apply(&mut event(EventKind::Accept, 5, 200)).created);
         assert_eq!(t.len(), 1);
         assert!(t.get(&key(5, 100)).is_none());
         assert!(t.get(&key(5, 200)).is_some());
         // A late close of the old connection does not touch the new one.
-        assert!(t.apply(&event(EventKind::Close, 5, 100)).closed.is_none());
+        assert!(
+            t.apply(&mut event(EventKind::Close, 5, 100))
+                .closed
+                .is_none()
+        );
         assert!(t.get(&key(5, 200)).is_some());
     }
 
     #[test]
     fn bounded_with_lru_eviction() {
         let mut t = ConnTable::new(2, 1024, 1 << 20);
-        t.apply(&event(EventKind::Accept, 1, 1));
-        t.apply(&event(EventKind::Accept, 2, 2));
-        t.apply(&event(EventKind::Data, 1, 1)); // 1 is now most recent
-        let applied = t.apply(&event(EventKind::Accept, 3, 3));
+        t.apply(&mut event(EventKind::Accept, 1, 1));
+        t.apply(&mut event(EventKind::Accept, 2, 2));
+        t.apply(&mut event(EventKind::Data, 1, 1)); // 1 is now most recent
+        let applied = t.apply(&mut event(EventKind::Accept, 3, 3));
         assert!(applied.evicted);
         assert_eq!(t.len(), 2);
         assert!(t.get(&key(2, 2)).is_none());
         assert!(t.get(&key(1, 1)).is_some());
         // The evicted fd's index entry is gone, so fd 2 can start fresh.
-        assert!(t.apply(&event(EventKind::Data, 2, 9)).created);
+        assert!(t.apply(&mut event(EventKind::Data, 2, 9)).created);
     }
 
     #[test]
     fn all_streams_together_stay_within_the_budget() {
         let mut t = ConnTable::new(8, 1024, 8);
-        let mut e = event(EventKind::Data, 1, 1); // 3 bytes each
-        t.apply(&e);
-        t.apply(&e);
+        // 3 bytes each; the table takes each event's payload.
+        let data = |fd| event(EventKind::Data, fd, fd as u64);
+        t.apply(&mut data(1));
+        t.apply(&mut data(1));
         assert_eq!(t.buffered(), 6);
-        e.fd = 2;
-        e.conn_id = 2;
         // 6 + 3 > 8 and fd 2 has nothing to give: the payload is not kept.
-        assert_eq!(t.apply(&e).stream_bytes_dropped, 3);
+        assert_eq!(t.apply(&mut data(2)).stream_bytes_dropped, 3);
         assert_eq!(t.buffered(), 6);
         let conn = t.get(&key(2, 2)).unwrap();
         assert_eq!(conn.stream(Direction::Egress).total(), 3, "byte count kept");
         // fd 1 makes room in its own stream.
-        e.fd = 1;
-        e.conn_id = 1;
-        assert_eq!(t.apply(&e).stream_bytes_dropped, 3);
+        assert_eq!(t.apply(&mut data(1)).stream_bytes_dropped, 3);
         assert_eq!(t.buffered(), 6);
         // Removing a connection returns its bytes to the budget.
-        t.apply(&event(EventKind::Close, 1, 1));
+        t.apply(&mut event(EventKind::Close, 1, 1));
         assert_eq!(t.buffered(), 0);
     }
 
     #[test]
     fn stream_bound_is_reported() {
         let mut t = ConnTable::new(2, 4, 1 << 20);
-        t.apply(&event(EventKind::Data, 1, 1));
-        let applied = t.apply(&event(EventKind::Data, 1, 1));
+        t.apply(&mut event(EventKind::Data, 1, 1));
+        let applied = t.apply(&mut event(EventKind::Data, 1, 1));
         assert_eq!(applied.stream_bytes_dropped, 3);
     }
 }

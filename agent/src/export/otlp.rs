@@ -50,7 +50,7 @@ use crate::{
     discovery::Resource,
     metrics::{DURATION_BUCKETS, SIZE_BUCKETS, http::labels},
     self_metrics::SelfMetrics,
-    spans::{Span, SpanKind, Status, Value},
+    spans::{Span, SpanKind, Status, Value, measure::Measure},
 };
 
 /// Transport, per signal.
@@ -563,22 +563,42 @@ impl OtlpMetrics {
 
     /// Runs `f` with the meters of the span's service (created on first use,
     /// up to `MAX_SERVICES`).
-    fn with_meters(&self, span: &Span, f: impl FnOnce(&ServiceMeters)) {
+    fn with_meters(&self, resource: &Resource, f: impl FnOnce(&ServiceMeters)) {
         let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = &span.resource.service_instance_id;
+        let key = &resource.service_instance_id;
         if !services.contains_key(key) {
             if services.len() >= MAX_SERVICES {
                 SelfMetrics::add(&self.metrics.metrics_services_overflowed, 1);
                 return;
             }
-            services.insert(
-                key.clone(),
-                OtlpMetrics::meters(&span.resource, &self.extra),
-            );
+            services.insert(key.clone(), OtlpMetrics::meters(resource, &self.extra));
         }
         if let Some(meters) = services.get(key) {
             f(meters);
         }
+    }
+
+    /// Records one HTTP exchange (every exchange, sampled or not).
+    pub fn record_measure(&self, m: &Measure<'_>) {
+        let mut port = String::new();
+        let attrs: Vec<KeyValue> = m
+            .label_pairs(&mut port)
+            .as_slice()
+            .iter()
+            .filter(|(k, _)| *k != "service.name")
+            .map(|&(k, v)| match k {
+                "http.response.status_code" | "server.port" => {
+                    KeyValue::new(k, v.parse::<i64>().unwrap_or(0))
+                }
+                _ => KeyValue::new(k, v.to_string()),
+            })
+            .collect();
+        let i = index(m.kind);
+        self.with_meters(m.resource, |meters| {
+            meters.duration[i].record(m.duration_ns as f64 / 1e9, &attrs);
+            meters.request_size[i].record(m.request_body_bytes, &attrs);
+            meters.response_size[i].record(m.response_body_bytes, &attrs);
+        });
     }
 
     /// Records an HTTP span (every span, sampled or not).
@@ -598,7 +618,7 @@ impl OtlpMetrics {
             _ => 0,
         };
         let i = index(span.kind);
-        self.with_meters(span, |meters| {
+        self.with_meters(&span.resource, |meters| {
             meters.duration[i].record(span.duration_ns() as f64 / 1e9, &attrs);
             meters.request_size[i].record(size("http.request.body.size"), &attrs);
             meters.response_size[i].record(size("http.response.body.size"), &attrs);
@@ -616,7 +636,7 @@ impl OtlpMetrics {
             .filter_map(text)
             .collect();
         let code: Vec<KeyValue> = text("dns.response.code").into_iter().collect();
-        self.with_meters(span, |meters| {
+        self.with_meters(&span.resource, |meters| {
             meters
                 .dns_duration
                 .record(span.duration_ns() as f64 / 1e9, &attrs);

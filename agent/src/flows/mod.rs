@@ -26,6 +26,7 @@ use crate::{
         Span, SpanContext, SpanKind,
         context::{IdGenerator, parse_traceparent},
         http::{HttpFlow, span},
+        measure::Measure,
         route::{OVERFLOW_ROUTE, Routes, path_of},
         sampler::Sampler,
     },
@@ -57,6 +58,9 @@ impl Default for Protocol {
 #[derive(Debug)]
 pub struct Http1Conn {
     session: Session,
+    /// The peer's IP as text, for client metrics without a `Host` header:
+    /// formatted once per connection, not per request.
+    peer_ip: Option<Box<str>>,
     /// Who the connection belongs to, looked up once when HTTP was detected
     /// (procfs reads per request would cost more than the parsing).
     resource: Arc<Resource>,
@@ -82,6 +86,9 @@ pub struct TrackerSettings {
     pub dns_ports: Vec<u16>,
     /// A query without an answer for this long is a timed-out lookup.
     pub dns_timeout_ns: u64,
+    /// Some output takes spans (OTLP, stdout, a tap): without one, requests
+    /// only feed the metrics and no span is built.
+    pub spans_consumed: bool,
 }
 
 pub struct Tracker {
@@ -91,6 +98,7 @@ pub struct Tracker {
     /// tid → the server span that thread is serving.
     active: LruCache<u32, SpanContext>,
     sampler: Sampler,
+    spans_consumed: bool,
     capture_query: bool,
     capture: Capture,
     clock: WallClock,
@@ -114,6 +122,7 @@ impl Tracker {
             discovery: Discovery::default(),
             active: LruCache::new(NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN)),
             sampler: settings.sampler.clone(),
+            spans_consumed: settings.spans_consumed,
             capture_query: settings.capture_query,
             capture: Capture {
                 headers: settings
@@ -178,6 +187,7 @@ impl Tracker {
                 let resource = self.discovery.resource(pid, &conn.comm);
                 conn.protocol = Protocol::Http1(Box::new(Http1Conn {
                     resource,
+                    peer_ip: None,
                     session: Session::new(requests_from, self.capture.clone()),
                     contexts: VecDeque::new(),
                 }));
@@ -234,35 +244,50 @@ impl Tracker {
             {
                 self.active.pop(&tid);
             }
-            let resource = Arc::clone(&http.resource);
-            let route = self
-                .routes
-                .route(&resource.service_name, path_of(&exchange.request.target));
+            let route = self.routes.route(
+                &http.resource.service_name,
+                path_of(&exchange.request.target),
+            );
             if route == OVERFLOW_ROUTE {
                 SelfMetrics::add(&self.self_metrics.routes_overflowed, 1);
             }
-            let s = span(HttpFlow {
+            if http.peer_ip.is_none()
+                && let Some(peer) = peer
+            {
+                http.peer_ip = Some(peer.ip().to_string().into_boxed_str());
+            }
+            let flow = HttpFlow {
                 exchange,
                 kind,
                 peer,
                 local,
                 route: &route,
-                resource,
+                resource: Arc::clone(&http.resource),
                 context,
                 start_ns: self.clock.unix_ns(exchange.request_start_ns),
                 end_ns: self.clock.unix_ns(exchange.response_end_ns),
                 capture_query: self.capture_query,
-            });
+            };
+            let measure = Measure::new(&flow, http.peer_ip.as_deref());
             self.metrics
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .record(&s);
+                .record_measure(&measure);
             if let Some(otlp) = &self.otlp_metrics {
-                otlp.record(&s);
+                otlp.record_measure(&measure);
             }
-            if self.sampler.keep(&s, parent_sampled) {
+            if !self.spans_consumed {
+                continue;
+            }
+            let keep = self.sampler.keeps(
+                measure.error(),
+                measure.duration_ns,
+                &flow.context.trace_id,
+                parent_sampled,
+            );
+            if keep {
                 SelfMetrics::add(&self.self_metrics.spans_kept, 1);
-                out.push(s);
+                out.push(span(flow));
             } else {
                 SelfMetrics::add(&self.self_metrics.spans_sampled_out, 1);
             }

@@ -3,7 +3,7 @@
 //! (<https://opentelemetry.io/docs/specs/semconv/http/http-metrics/>).
 
 use super::{DURATION_BUCKETS, HistogramFamily, Labels, SIZE_BUCKETS};
-use crate::spans::{Span, SpanKind, Value};
+use crate::spans::{Span, SpanKind, Value, measure::Measure};
 
 pub struct HttpMetrics {
     pub server_duration: HistogramFamily,
@@ -113,6 +113,28 @@ impl HttpMetrics {
             &self.client_request_size,
             &self.client_response_size,
         ]
+    }
+
+    /// Records one exchange (every exchange, sampled or not).
+    pub fn record_measure(&mut self, m: &Measure<'_>) {
+        let mut port = String::new();
+        let pairs = m.label_pairs(&mut port);
+        let labels = pairs.as_slice();
+        let (duration, req, resp) = match m.kind {
+            SpanKind::Server => (
+                &mut self.server_duration,
+                &mut self.server_request_size,
+                &mut self.server_response_size,
+            ),
+            SpanKind::Client => (
+                &mut self.client_duration,
+                &mut self.client_request_size,
+                &mut self.client_response_size,
+            ),
+        };
+        duration.record_pairs(labels, m.duration_ns as f64 / 1e9);
+        req.record_pairs(labels, m.request_body_bytes as f64);
+        resp.record_pairs(labels, m.response_body_bytes as f64);
     }
 
     /// Records one HTTP span (every span, sampled or not).

@@ -11,7 +11,10 @@ pub mod dns;
 pub mod http;
 pub mod prometheus;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher, Hash as _, Hasher as _},
+};
 
 /// Labels of one series, sorted by name (OTel attribute names).
 pub type Labels = Vec<(&'static str, String)>;
@@ -66,6 +69,10 @@ impl Histogram {
 }
 
 /// One histogram metric and its series.
+///
+/// Recording runs for every request, so a series is found from borrowed label
+/// values through a hash index, without building an owned label set; owned
+/// labels are made once per new series. Rendering walks them in label order.
 #[derive(Debug)]
 pub struct HistogramFamily {
     /// OTel name, e.g. `http.server.request.duration`.
@@ -74,10 +81,24 @@ pub struct HistogramFamily {
     pub unit: &'static str,
     pub help: &'static str,
     pub bounds: &'static [f64],
-    pub series: BTreeMap<Labels, Histogram>,
+    /// Series in label order → their slot.
+    order: BTreeMap<Labels, usize>,
+    histograms: Vec<Histogram>,
+    keys: Vec<Labels>,
+    /// Hash of the label pairs → slots with that hash.
+    by_hash: HashMap<u64, Vec<usize>>,
     max_series: usize,
     /// Measurements that went to the overflow series.
     pub overflowed: u64,
+}
+
+fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
+    for (k, v) in pairs {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
 }
 
 impl HistogramFamily {
@@ -93,7 +114,10 @@ impl HistogramFamily {
             unit,
             help,
             bounds,
-            series: BTreeMap::new(),
+            order: BTreeMap::new(),
+            histograms: Vec::new(),
+            keys: Vec::new(),
+            by_hash: HashMap::new(),
             max_series,
             overflowed: 0,
         }
@@ -104,29 +128,73 @@ impl HistogramFamily {
         self.record_sorted(&labels, value);
     }
 
-    /// Records with labels already sorted; allocates only for a new series (this
-    /// runs for every request).
+    /// Records with labels already sorted.
     pub fn record_sorted(&mut self, labels: &Labels, value: f64) {
+        let pairs: Vec<(&'static str, &str)> =
+            labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.record_pairs(&pairs, value);
+    }
+
+    /// Records with borrowed label pairs sorted by name; allocates only for a
+    /// new series.
+    pub fn record_pairs(&mut self, pairs: &[(&'static str, &str)], value: f64) {
         let bounds = self.bounds;
-        if let Some(h) = self.series.get_mut(labels) {
-            h.record(bounds, value);
-            return;
-        }
-        let key = if self.series.len() + 1 >= self.max_series {
-            self.overflowed += 1;
-            vec![("otel.metric.overflow", "true".to_string())]
-        } else {
-            labels.clone()
+        let hash = hash_pairs(pairs.iter().copied());
+        let found = self.by_hash.get(&hash).and_then(|slots| {
+            slots.iter().copied().find(|&i| {
+                let key = &self.keys[i];
+                key.len() == pairs.len()
+                    && key
+                        .iter()
+                        .zip(pairs)
+                        .all(|((k, v), (pk, pv))| k == pk && v == pv)
+            })
+        });
+        let slot = match found {
+            Some(slot) => slot,
+            None if self.keys.len() + 1 >= self.max_series => {
+                self.overflowed += 1;
+                self.slot_of(vec![("otel.metric.overflow", "true".to_string())])
+            }
+            None => {
+                let slot =
+                    self.slot_of(pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect());
+                self.by_hash.entry(hash).or_default().push(slot);
+                slot
+            }
         };
-        self.series
-            .entry(key)
-            .or_insert_with(|| Histogram::new(bounds))
-            .record(bounds, value);
+        self.histograms[slot].record(bounds, value);
+    }
+
+    /// The slot of an owned label set, made if new.
+    fn slot_of(&mut self, labels: Labels) -> usize {
+        if let Some(&slot) = self.order.get(&labels) {
+            return slot;
+        }
+        let slot = self.histograms.len();
+        self.histograms.push(Histogram::new(self.bounds));
+        self.keys.push(labels.clone());
+        self.order.insert(labels, slot);
+        slot
+    }
+
+    /// Every series, in label order.
+    pub fn series(&self) -> impl Iterator<Item = (&Labels, &Histogram)> {
+        self.order.iter().map(|(k, &i)| (k, &self.histograms[i]))
+    }
+
+    /// Series count.
+    pub fn len(&self) -> usize {
+        self.histograms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.histograms.is_empty()
     }
 
     /// Total measurements over all series.
     pub fn total(&self) -> u64 {
-        self.series.values().map(|h| h.count).sum()
+        self.histograms.iter().map(|h| h.count).sum()
     }
 }
 
@@ -173,7 +241,7 @@ mod tests {
         f.record(vec![("a", "1".into())], 0.005);
         f.record(vec![("a", "1".into())], 0.006);
         f.record(vec![("a", "1".into())], 60.0);
-        let h = f.series.values().next().unwrap();
+        let (_, h) = f.series().next().unwrap();
         assert_eq!(h.counts[0], 1);
         assert_eq!(h.counts[1], 1);
         assert_eq!(h.counts[DURATION_BUCKETS.len()], 1);
@@ -186,12 +254,28 @@ mod tests {
         for i in 0..10 {
             f.record(vec![("route", format!("/{i}"))], 0.1);
         }
-        assert_eq!(f.series.len(), 3);
+        assert_eq!(f.len(), 3);
         assert_eq!(f.total(), 10);
         assert_eq!(f.overflowed, 8);
         assert!(
-            f.series
-                .contains_key(&vec![("otel.metric.overflow", "true".to_string())])
+            f.series()
+                .any(|(k, _)| *k == vec![("otel.metric.overflow", "true".to_string())])
+        );
+    }
+
+    #[test]
+    fn borrowed_and_owned_labels_reach_the_same_series() {
+        let mut f = HistogramFamily::new("d", "s", "h", DURATION_BUCKETS, 10);
+        f.record(vec![("b", "2".into()), ("a", "1".into())], 0.1);
+        f.record_pairs(&[("a", "1"), ("b", "2")], 0.2);
+        f.record_pairs(&[("a", "1"), ("b", "3")], 0.2);
+        let series: Vec<_> = f.series().map(|(k, h)| (k.clone(), h.count)).collect();
+        assert_eq!(
+            series,
+            vec![
+                (vec![("a", "1".to_string()), ("b", "2".to_string())], 2),
+                (vec![("a", "1".to_string()), ("b", "3".to_string())], 1),
+            ]
         );
     }
 }

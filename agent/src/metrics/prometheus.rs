@@ -70,7 +70,7 @@ fn histogram(out: &mut String, family: &HistogramFamily) {
     let name = format!("{}{}", sanitize(family.name), unit_suffix(family.unit));
     let _ = writeln!(out, "# HELP {name} {}", family.help);
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for (labels, h) in &family.series {
+    for (labels, h) in family.series() {
         let mut cumulative = 0;
         for (i, bound) in family.bounds.iter().enumerate() {
             cumulative += h.counts[i];

@@ -11,7 +11,7 @@ const KNOWN_METHODS: [&str; 9] = [
 ];
 
 /// `http.request.method`: known methods as is, anything else `_OTHER`.
-pub fn method(raw: &str) -> &str {
+pub fn method(raw: &str) -> &'static str {
     KNOWN_METHODS
         .iter()
         .find(|m| **m == raw)

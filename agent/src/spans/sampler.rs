@@ -63,7 +63,23 @@ impl Sampler {
 
     /// `parent_sampled`: the sampled flag of an incoming traceparent, if any.
     pub fn keep(&self, span: &Span, parent_sampled: Option<bool>) -> bool {
-        if span.status == Status::Error || span.duration_ns() >= self.slow_ns {
+        self.keeps(
+            span.status == Status::Error,
+            span.duration_ns(),
+            &span.trace_id,
+            parent_sampled,
+        )
+    }
+
+    /// The same decision from what a span would carry, before building it.
+    pub fn keeps(
+        &self,
+        error: bool,
+        duration_ns: u64,
+        trace_id: &[u8; 16],
+        parent_sampled: Option<bool>,
+    ) -> bool {
+        if error || duration_ns >= self.slow_ns {
             return true;
         }
         if self.parent_based
@@ -71,7 +87,7 @@ impl Sampler {
         {
             return sampled;
         }
-        self.ratio_keeps(&span.trace_id)
+        self.ratio_keeps(trace_id)
     }
 
     /// The trace-id ratio rule: the low 8 bytes of the id against the ratio.

@@ -1,0 +1,187 @@
+//! The fast path: one raw tracepoint on `sys_exit`, arguments read from the
+//! saved user registers, no enter program and no enter/exit map.
+//!
+//! Why this works: on x86_64 `sys_exit` runs with `struct pt_regs *regs` of the
+//! calling thread (`TP_PROTO(struct pt_regs *regs, long ret)`,
+//! <https://github.com/torvalds/linux/blob/v6.18/include/trace/events/syscalls.h>).
+//! The syscall entry saved the user registers there, and a syscall reads its
+//! arguments from them without writing them back, so at exit they still hold
+//! `di, si, dx, r10, r8, r9` = arguments 0–5 and `orig_ax` the syscall number
+//! (<https://github.com/torvalds/linux/blob/v6.18/arch/x86/include/asm/syscall.h>).
+//! Reads are complete at exit and write buffers are still in place, so nothing
+//! needs the enter half: the `ACTIVE` insert, lookup and delete and half of the
+//! program runs are gone. (Exceptions that do not concern us: `execve`, whose
+//! registers are replaced, and `rt_sigreturn`.)
+//!
+//! One program runs on every syscall exit of every thread, so its early exits
+//! are ordered by cost: the syscall number (one 88-byte register read), the
+//! return value, the agent's own tgid, and for fd-generic calls (`read`,
+//! `write`, `readv`, `writev`, `close`) one socket-table lookup. What survives
+//! is handed to the syscall's own handler through a tail call, so each handler
+//! is the same specialised code the tracepoint path runs.
+//!
+//! 32-bit tasks: `sys_exit` also fires for ia32 syscalls, whose numbers and
+//! registers differ. The `syscalls:*` tracepoints skip them
+//! (`trace_get_syscall_nr`), and so does this program, by the user code
+//! segment (`cs == __USER32_CS`). A 64-bit process issuing `int 0x80` keeps
+//! `__USER_CS` and is not told apart; such code is vanishingly rare.
+
+use agent_common::{PendingCall, SockInfo, SockKey, Syscall, flags};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint},
+    maps::{PerCpuArray, ProgramArray},
+    programs::RawTracePointContext,
+};
+
+use crate::{AGENT_TGID, SOCKETS, capture, count_loss};
+
+/// The user registers from `r10` to `cs` (`struct pt_regs` on x86_64,
+/// `arch/x86/include/asm/ptrace.h`), read with one probe read.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ArgRegs {
+    _r10: u64,
+    _r9: u64,
+    r8: u64,
+    _ax: u64,
+    _cx: u64,
+    dx: u64,
+    si: u64,
+    di: u64,
+    orig_ax: u64,
+    _ip: u64,
+    cs: u64,
+}
+/// Offset of `r10` in `struct pt_regs`.
+const PT_REGS_R10: usize = 7 * 8;
+/// `__USER32_CS` (`arch/x86/include/asm/segment.h`): a 32-bit task.
+const USER32_CS: u64 = 0x23;
+
+/// What the dispatcher hands its tail-called handler, on the same CPU.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExitCall {
+    pub call: PendingCall,
+    pub ret: i64,
+    pub pid_tgid: u64,
+    /// The socket-table entry, when `has_info` (fd-generic calls look it up).
+    pub info: SockInfo,
+    pub has_info: u32,
+    pub _pad: u32,
+}
+
+#[map(name = "EXIT_CALL")]
+static EXIT_CALL: PerCpuArray<ExitCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// Handler per [`Syscall`] code, filled by userspace with the `exit_*` programs.
+#[map(name = "EXIT_PROGS")]
+static EXIT_PROGS: ProgramArray = ProgramArray::with_max_entries(16, 0);
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    dispatch(&ctx);
+    0
+}
+
+#[inline(always)]
+fn dispatch(ctx: &RawTracePointContext) {
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    // SAFETY: `regs` is the kernel's pointer to this task's saved registers;
+    // the helper checks the read.
+    let Ok(r) = (unsafe { bpf_probe_read_kernel((regs + PT_REGS_R10 as u64) as *const ArgRegs) })
+    else {
+        return;
+    };
+    let Some(syscall) = Syscall::from_x86_64_nr(r.orig_ax) else {
+        return;
+    };
+    if !capture::worth_finishing(syscall, ret) {
+        return;
+    }
+    if r.cs == USER32_CS {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == AGENT_TGID.load() {
+        return;
+    }
+    let fd = r.di as i32;
+    // read/write/readv/writev/close work on any fd: only known sockets go on,
+    // so file and pipe I/O costs this one lookup.
+    let mut known = None;
+    if !syscall.is_socket_only() && !capture::is_connection_syscall(syscall) {
+        // SAFETY: copied out immediately.
+        match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
+            Some(info) if info.flags & flags::IGNORED == 0 => known = Some(*info),
+            _ => return,
+        }
+    }
+    let Some(slot) = EXIT_CALL.get_ptr_mut(0) else {
+        return;
+    };
+    let call = PendingCall {
+        syscall: syscall as u32,
+        fd,
+        arg1: r.si,
+        arg2: r.dx,
+        // sendto/recvfrom: the sockaddr is argument 4.
+        arg4: r.r8,
+    };
+    // SAFETY: per-CPU slot; the handler reads it on this CPU before anything
+    // else can run a BPF program here (tracing programs are not preempted).
+    unsafe {
+        *slot = ExitCall {
+            call,
+            ret,
+            pid_tgid,
+            info: known.unwrap_or(SockInfo {
+                conn_id: 0,
+                flags: 0,
+                _pad: 0,
+            }),
+            has_info: u32::from(known.is_some()),
+            _pad: 0,
+        };
+        EXIT_PROGS.tail_call(ctx, syscall as u32);
+    }
+    // Only reached when the slot was empty.
+    count_loss(agent_common::Loss::TailCall);
+}
+
+/// The per-syscall handlers the dispatcher tail-calls.
+macro_rules! exit_handlers {
+    ($($name:ident => $syscall:expr),* $(,)?) => {$(
+        #[raw_tracepoint(tracepoint = "sys_exit")]
+        pub fn $name(_ctx: RawTracePointContext) -> i32 {
+            if let Some(slot) = EXIT_CALL.get_ptr(0) {
+                // SAFETY: written by the dispatcher on this CPU just before.
+                let e = unsafe { *slot };
+                let known = (e.has_info != 0).then_some(e.info);
+                if let Err(reason) = capture::finish(e.pid_tgid, e.ret, &e.call, $syscall, known) {
+                    count_loss(reason);
+                }
+            }
+            0
+        }
+    )*};
+}
+
+exit_handlers! {
+    exit_read => Syscall::Read,
+    exit_write => Syscall::Write,
+    exit_readv => Syscall::Readv,
+    exit_writev => Syscall::Writev,
+    exit_recvfrom => Syscall::Recvfrom,
+    exit_sendto => Syscall::Sendto,
+    exit_recvmsg => Syscall::Recvmsg,
+    exit_sendmsg => Syscall::Sendmsg,
+    exit_recvmmsg => Syscall::Recvmmsg,
+    exit_sendmmsg => Syscall::Sendmmsg,
+    exit_accept => Syscall::Accept,
+    exit_accept4 => Syscall::Accept4,
+    exit_connect => Syscall::Connect,
+    exit_close => Syscall::Close,
+}

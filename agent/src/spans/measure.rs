@@ -1,0 +1,246 @@
+//! What RED metrics and the sampler need from an HTTP exchange, borrowed.
+//!
+//! Every request is measured, but a span (a dozen owned strings, formatted
+//! addresses, a URL) is only worth building when something consumes it and the
+//! sampler keeps it. A [`Measure`] is built from the same inputs as
+//! [`super::http::span`] without allocating, and gives exactly the metric labels
+//! that [`crate::metrics::http::labels`] reads off the span (a test holds the
+//! two together).
+
+use std::sync::{Arc, OnceLock};
+
+use super::{
+    SpanKind,
+    http::{HttpFlow, error_type, method},
+};
+use crate::discovery::Resource;
+
+/// One finished exchange as the metrics see it.
+pub struct Measure<'a> {
+    pub kind: SpanKind,
+    /// `http.request.method` (a known method or `_OTHER`).
+    pub method: &'static str,
+    pub status: u16,
+    pub route: &'a str,
+    pub version: &'static str,
+    /// Clients: `server.address` (the `Host` header's host, else the peer's IP).
+    pub server_address: Option<&'a str>,
+    /// Clients: `server.port`.
+    pub server_port: Option<u16>,
+    pub resource: &'a Arc<Resource>,
+    pub duration_ns: u64,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+}
+
+/// Metric label pairs, sorted by name, borrowed from a [`Measure`].
+pub struct Pairs<'a> {
+    items: [(&'static str, &'a str); 9],
+    len: usize,
+}
+
+impl<'a> Pairs<'a> {
+    fn push(&mut self, name: &'static str, value: &'a str) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = (name, value);
+            self.len += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[(&'static str, &'a str)] {
+        &self.items[..self.len]
+    }
+}
+
+/// Decimal text of 0..=999 (HTTP status codes have three digits), made once.
+fn three_digits(n: u16) -> &'static str {
+    static TABLE: OnceLock<Box<[String]>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..1000).map(|i: u16| i.to_string()).collect());
+    table.get(usize::from(n)).map_or("", String::as_str)
+}
+
+/// Host and port of a `Host` header, borrowed (see `http::split_host`).
+pub fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').unwrap_or((rest, ""));
+        return (ip, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+impl<'a> Measure<'a> {
+    /// `peer_ip` is the peer's IP as text, formatted once per connection.
+    pub fn new(flow: &'a HttpFlow<'a>, peer_ip: Option<&'a str>) -> Measure<'a> {
+        let e = flow.exchange;
+        let req = &e.request;
+        let (host, host_port) = req.headers.host.as_deref().map(split_host).unzip();
+        let host_port = host_port.flatten();
+        let (server_address, server_port) = match flow.kind {
+            SpanKind::Server => (None, None),
+            SpanKind::Client => (
+                Some(host.or(peer_ip).unwrap_or_default()),
+                host_port.or(flow.peer.map(|p| p.port())),
+            ),
+        };
+        Measure {
+            kind: flow.kind,
+            method: method(&req.method),
+            status: e.response.status,
+            route: flow.route,
+            version: if req.minor_version == 0 { "1.0" } else { "1.1" },
+            server_address,
+            server_port,
+            resource: &flow.resource,
+            duration_ns: flow.end_ns.saturating_sub(flow.start_ns),
+            request_body_bytes: e.request_body_bytes,
+            response_body_bytes: e.response_body_bytes,
+        }
+    }
+
+    /// The span would have status ERROR (and `error.type`).
+    pub fn error(&self) -> bool {
+        error_type(self.kind, self.status).is_some()
+    }
+
+    /// The metric labels, sorted by name; `port` holds the port's text.
+    pub fn label_pairs<'b>(&'b self, port: &'b mut String) -> Pairs<'b> {
+        let status = three_digits(self.status);
+        let mut pairs = Pairs {
+            items: [("", ""); 9],
+            len: 0,
+        };
+        if self.error() {
+            pairs.push("error.type", status);
+        }
+        pairs.push("http.request.method", self.method);
+        pairs.push("http.response.status_code", status);
+        if self.kind == SpanKind::Server {
+            pairs.push("http.route", self.route);
+        }
+        pairs.push("network.protocol.version", self.version);
+        if let Some(address) = self.server_address {
+            pairs.push("server.address", address);
+        }
+        if let Some(p) = self.server_port {
+            use std::fmt::Write as _;
+            port.clear();
+            let _ = write!(port, "{p}");
+            pairs.push("server.port", port.as_str());
+        }
+        pairs.push("service.name", &self.resource.service_name);
+        pairs.push("url.scheme", "http");
+        pairs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        metrics::http::labels,
+        protocols::http1::{
+            Exchange,
+            head::{Headers, Request, Response},
+        },
+        spans::{SpanContext, http::span},
+    };
+
+    fn exchange(method: &str, status: u16, host: Option<&str>, minor: u8) -> Exchange {
+        Exchange {
+            request: Request {
+                method: method.into(),
+                target: "/users/7?x=1".into(),
+                minor_version: minor,
+                headers: Headers {
+                    host: host.map(str::to_string),
+                    ..Headers::default()
+                },
+                head_len: 0,
+            },
+            response: Response {
+                status,
+                minor_version: 1,
+                headers: Headers::default(),
+                head_len: 0,
+            },
+            request_start_ns: 10,
+            request_end_ns: 20,
+            response_start_ns: 30,
+            response_end_ns: 40,
+            request_body_bytes: 3,
+            response_body_bytes: 5,
+            request_body: Vec::new(),
+            response_body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn labels_equal_those_read_off_the_span() {
+        let resource = Arc::new(Resource {
+            service_name: "svc".into(),
+            ..Resource::default()
+        });
+        let peers = [
+            None,
+            Some("10.0.0.9:8080".parse().unwrap()),
+            Some("[fd00::1]:443".parse().unwrap()),
+        ];
+        let hosts = [
+            None,
+            Some("example.com"),
+            Some("example.com:8443"),
+            Some("[::1]:81"),
+        ];
+        for kind in [SpanKind::Server, SpanKind::Client] {
+            for peer in peers {
+                for host in hosts {
+                    for (method, status, minor) in
+                        [("GET", 200, 1), ("BREW", 404, 0), ("POST", 503, 1)]
+                    {
+                        let e = exchange(method, status, host, minor);
+                        let flow = HttpFlow {
+                            exchange: &e,
+                            kind,
+                            peer,
+                            local: Some("127.0.0.1:80".parse().unwrap()),
+                            route: "/users/{id}",
+                            resource: Arc::clone(&resource),
+                            context: SpanContext {
+                                trace_id: [1; 16],
+                                span_id: [2; 8],
+                                parent_span_id: None,
+                                trace_flags: 1,
+                                trace_state: None,
+                            },
+                            start_ns: 1_000,
+                            end_ns: 5_000,
+                            capture_query: false,
+                        };
+                        let peer_ip = peer.map(|p| p.ip().to_string());
+                        let m = Measure::new(&flow, peer_ip.as_deref());
+                        let mut port = String::new();
+                        let borrowed: Vec<(&str, String)> = m
+                            .label_pairs(&mut port)
+                            .as_slice()
+                            .iter()
+                            .map(|(k, v)| (*k, (*v).to_string()))
+                            .collect();
+                        let error = m.error();
+                        let duration = m.duration_ns;
+                        let s = span(HttpFlow {
+                            resource: Arc::clone(&resource),
+                            context: flow.context.clone(),
+                            ..flow
+                        });
+                        assert_eq!(borrowed, labels(&s), "{kind:?} {peer:?} {host:?} {method}");
+                        assert_eq!(error, s.status == crate::spans::Status::Error);
+                        assert_eq!(duration, s.duration_ns());
+                    }
+                }
+            }
+        }
+    }
+}
