@@ -32,9 +32,13 @@ pub mod maps {
     pub const SOCKETS: &str = "SOCKETS";
     /// LRU hash of syscalls in flight, keyed by `pid_tgid` (tracepoint path only).
     pub const ACTIVE: &str = "ACTIVE";
+    /// LRU hash tgid → [`verdict`](super::verdict): processes userspace excluded.
+    pub const VERDICTS: &str = "VERDICTS";
     /// Program array of the fast path's per-syscall exit handlers, indexed by
     /// [`Syscall`](super::Syscall) code.
     pub const EXIT_PROGS: &str = "EXIT_PROGS";
+    /// The same for the `tp_btf` build of the fast path.
+    pub const BTF_EXIT_PROGS: &str = "BTF_EXIT_PROGS";
     /// Array of one `u32`: which profiling map set (0 or 1) the sampler fills.
     pub const PROFILE_SET: &str = "PROFILE_SET";
     /// Per-CPU sample counts of set 0 and 1: [`ProfileKey`](super::ProfileKey) → `u64`.
@@ -53,6 +57,9 @@ pub mod globals {
     pub const AGENT_TGID: &str = "AGENT_TGID";
     /// `u32`: payload bytes captured per syscall, at most [`MAX_CAPTURE_BYTES`](super::MAX_CAPTURE_BYTES).
     pub const CAPTURE_BYTES: &str = "CAPTURE_BYTES";
+    /// `u32`: 1 when `--pid`/`--exe` filter processes (the kernel then looks
+    /// each tgid up in `VERDICTS`).
+    pub const FILTERING: &str = "FILTERING";
     /// `u64`: unread ring buffer bytes above which a record wakes the reader.
     /// Below it records are written without a wakeup and the reader polls:
     /// a wakeup per record costs the traced thread ~9 µs.
@@ -247,6 +254,16 @@ pub mod flags {
     /// Set by userspace on sockets that are not ours (Unix-domain, netlink, …): the
     /// kernel skips them without emitting anything.
     pub const IGNORED: u32 = 1 << 7;
+    /// Set by userspace on connections no parser wants (bulk or unknown
+    /// traffic): the kernel skips their data (counted) and still reports their
+    /// close.
+    pub const OPAQUE: u32 = 1 << 8;
+}
+
+/// Values of the `VERDICTS` map (per tgid).
+pub mod verdict {
+    /// `--pid`/`--exe` exclude this process: the kernel skips its syscalls.
+    pub const DENIED: u32 = 1;
 }
 
 /// Direction of a data event.
@@ -288,10 +305,14 @@ pub enum Loss {
     /// The fast path's tail call to a syscall's exit handler failed (empty slot):
     /// the syscall is lost.
     TailCall = 11,
+    /// Not a loss: data of a connection userspace marked opaque, skipped.
+    OpaqueSkipped = 12,
+    /// Not a loss: a syscall of a process `--pid`/`--exe` exclude, skipped.
+    ProcessFiltered = 13,
 }
 
 impl Loss {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 14;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -305,6 +326,8 @@ impl Loss {
         Loss::ProfileCountsFull,
         Loss::ProfileProcessNotice,
         Loss::TailCall,
+        Loss::OpaqueSkipped,
+        Loss::ProcessFiltered,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -322,7 +345,14 @@ impl Loss {
             Loss::ProfileCountsFull => "profile_counts_full",
             Loss::ProfileProcessNotice => "profile_process_notice",
             Loss::TailCall => "tail_call",
+            Loss::OpaqueSkipped => "opaque_skipped",
+            Loss::ProcessFiltered => "process_filtered",
         }
+    }
+
+    /// Skips by design, not data lost: reported apart from the losses.
+    pub const fn is_skip(self) -> bool {
+        matches!(self, Loss::OpaqueSkipped | Loss::ProcessFiltered)
     }
 }
 

@@ -57,7 +57,7 @@ pub fn is_connection_syscall(syscall: Syscall) -> bool {
 pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == AGENT_TGID.load() {
+    if tgid == AGENT_TGID.load() || crate::excluded(tgid, true) {
         return Ok(());
     }
     let fd = tp::arg(ctx, 0) as i32;
@@ -109,6 +109,7 @@ pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
             // means the fd was not a socket.
             let tgid = (pid_tgid >> 32) as u32;
             if tgid != AGENT_TGID.load()
+                && !crate::excluded(tgid, false)
                 && (syscall.is_socket_only() || is_connection_syscall(syscall))
             {
                 return Err(Loss::NoEnterState);
@@ -277,6 +278,10 @@ fn socket_for_data(
         None => return None,
     };
     if info.flags & flags::IGNORED != 0 {
+        return None;
+    }
+    if info.flags & flags::OPAQUE != 0 {
+        count_loss(Loss::OpaqueSkipped);
         return None;
     }
     Some(info)

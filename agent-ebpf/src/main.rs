@@ -21,6 +21,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod capture;
 mod fast;
 mod profile;
@@ -41,6 +42,41 @@ use aya_ebpf::{
 /// The agent's own tgid: its socket I/O is never reported.
 #[unsafe(no_mangle)]
 static AGENT_TGID: Global<u32> = Global::new(0);
+
+/// 1 when `--pid`/`--exe` filter processes: each tgid is looked up in `VERDICTS`.
+#[unsafe(no_mangle)]
+static FILTERING: Global<u32> = Global::new(0);
+
+/// Processes userspace excluded (`verdict::DENIED`), cleared when they exec.
+#[map(name = "VERDICTS")]
+static VERDICTS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Whether `--pid`/`--exe` exclude this process (one lookup, only when
+/// filtering); `count` says whether this syscall's skip is counted here.
+#[inline(always)]
+fn excluded(tgid: u32, count: bool) -> bool {
+    if FILTERING.load() == 0 {
+        return false;
+    }
+    // SAFETY: the value is read at once.
+    if unsafe { VERDICTS.get(tgid) }.is_some_and(|v| *v == agent_common::verdict::DENIED) {
+        if count {
+            count_loss(Loss::ProcessFiltered);
+        }
+        return true;
+    }
+    false
+}
+
+/// A process that execs is a new program: userspace judges it again.
+#[tracepoint]
+pub fn capture_exec(_ctx: TracePointContext) -> u32 {
+    if FILTERING.load() != 0 {
+        let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+        let _ = VERDICTS.remove(tgid);
+    }
+    0
+}
 
 /// Payload bytes captured per syscall (≤ `MAX_CAPTURE_BYTES`).
 #[unsafe(no_mangle)]

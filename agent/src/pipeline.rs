@@ -325,6 +325,9 @@ impl Processor {
     fn handle(&mut self, mut event: Event) {
         if !self.filter.process_allowed(event.tgid, event.comm) {
             SelfMetrics::add(&self.metrics.events_filtered, 1);
+            // The kernel skips it from now on (until it execs); only events
+            // already in flight, or after the verdict aged out, get here.
+            locked(&self.capture).deny(event.tgid);
             return;
         }
         if event.direction.is_some() {
@@ -385,6 +388,13 @@ impl Processor {
             if let Some(direction) = event.direction {
                 // Not ours: the bytes are not kept for parsers either.
                 drop(self.table.take_chunks(&key, direction));
+                // Both ends known: the verdict is final, the kernel can skip it.
+                if let Some(conn) = self.table.get_mut(&key)
+                    && conn.peer.is_some()
+                    && conn.local.is_some()
+                {
+                    self.mark_opaque(key);
+                }
             }
             return;
         }
@@ -395,6 +405,10 @@ impl Processor {
             if let Some(conn) = self.table.get_mut(&key) {
                 self.tracker
                     .on_data(conn, direction, chunks, event.tid, &mut spans);
+                // No parser wants it: the kernel stops copying its bytes.
+                if matches!(conn.protocol, crate::flows::Protocol::Other) {
+                    self.mark_opaque(key);
+                }
             }
         } else if let Some(conn) = &mut closed {
             self.tracker.on_close(conn, event.tid, &mut spans);
@@ -407,6 +421,17 @@ impl Processor {
         }
         for span in spans {
             self.emit_span(span);
+        }
+    }
+
+    /// Tells the kernel to skip a connection's data, once.
+    fn mark_opaque(&mut self, key: ConnKey) {
+        if let Some(conn) = self.table.get_mut(&key)
+            && !conn.kernel_opaque
+        {
+            conn.kernel_opaque = true;
+            SelfMetrics::add(&self.metrics.connections_opaque, 1);
+            locked(&self.capture).mark_opaque(key.tgid, key.fd, key.conn_id);
         }
     }
 

@@ -31,6 +31,9 @@ pub struct SelfMetrics {
     pub events_filtered: AtomicU64,
     /// Connections evicted from the (full) connection table.
     pub connections_evicted: AtomicU64,
+    /// Connections the kernel was told to skip (no parser wants them, or the
+    /// port filter excludes them).
+    pub connections_opaque: AtomicU64,
     /// Bytes dropped from per-connection stream buffers that were full.
     pub stream_bytes_dropped: AtomicU64,
     /// Bytes the kernel saw but did not capture (cap or copy limits).
@@ -114,6 +117,7 @@ impl SelfMetrics {
             dropped_resolver_full: get(&self.dropped_resolver_full),
             events_filtered: get(&self.events_filtered),
             connections_evicted: get(&self.connections_evicted),
+            connections_opaque: get(&self.connections_opaque),
             stream_bytes_dropped: get(&self.stream_bytes_dropped),
             bytes_not_captured: get(&self.bytes_not_captured),
             connections_tracked: get(&self.connections_tracked),
@@ -164,6 +168,7 @@ pub struct Snapshot {
     pub dropped_resolver_full: u64,
     pub events_filtered: u64,
     pub connections_evicted: u64,
+    pub connections_opaque: u64,
     pub stream_bytes_dropped: u64,
     pub bytes_not_captured: u64,
     pub connections_tracked: u64,

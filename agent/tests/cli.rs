@@ -113,7 +113,7 @@ fn check_reports_every_capability_and_says_it_can_run() {
     // The path is found by loading it: on this kernel, the fast one.
     assert!(
         line("capture path").contains(" ok ")
-            && line("capture path").contains("fast: raw_tracepoint sys_exit"),
+            && line("capture path").contains("fast: tp_btf sys_exit"),
         "{text}"
     );
     assert!(text.contains("agent can run"));
@@ -125,33 +125,46 @@ fn fallback_path_is_taken_when_the_fast_one_is_unavailable() {
     if !privileged(test) {
         return;
     }
-    // The dispatcher refused, then one handler: either way the tracepoints run,
-    // and the report says why.
-    for refused in ["sys_exit", "exit_write"] {
+    let check_line = |refused: &str| {
         let out = agent()
             .arg("--check")
             .env("AGENT_CAPTURE_PATH", "auto")
             .env("AGENT_FAIL_ATTACH", refused)
             .output()
             .expect("run agent --check");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{text}");
-        let line = text
-            .lines()
+        text.lines()
             .find(|l| l.starts_with("capture path"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_string()
+    };
+    // tp_btf refused (its dispatcher, or one of its handlers): the raw
+    // tracepoint build of the fast path runs, and says why.
+    for refused in ["sys_exit_btf", "btf_exit_write"] {
+        let line = check_line(refused);
+        assert!(
+            line.contains(" ok ")
+                && line.contains("fast: raw_tracepoint sys_exit")
+                && line.contains(&format!("tp_btf unavailable: tp_btf: {refused}: refused")),
+            "{line}"
+        );
+    }
+    // Both builds refused: the tracepoints run, and the report says why.
+    for refused in ["sys_exit_btf,sys_exit", "btf_exit_write,exit_write"] {
+        let line = check_line(refused);
         assert!(
             line.contains(" ok ")
                 && line.contains("tracepoints: syscalls:sys_enter_*/sys_exit_* pairs")
-                && line.contains(&format!("fast path unavailable: {refused}: refused")),
-            "{text}"
+                && line.contains("fast path unavailable: tp_btf: "),
+            "{line}"
         );
     }
     // Asked for explicitly, the fast path fails loudly instead.
     let out = agent()
         .arg("--check")
         .env("AGENT_CAPTURE_PATH", "fast")
-        .env("AGENT_FAIL_ATTACH", "sys_exit")
+        .env("AGENT_FAIL_ATTACH", "sys_exit_btf,sys_exit")
         .output()
         .expect("run agent --check");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -173,7 +186,7 @@ fn fallback_path_is_taken_when_the_fast_one_is_unavailable() {
             &port.to_string(),
         ])
         .env("AGENT_CAPTURE_PATH", "auto")
-        .env("AGENT_FAIL_ATTACH", "sys_exit")
+        .env("AGENT_FAIL_ATTACH", "sys_exit_btf,sys_exit")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

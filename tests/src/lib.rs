@@ -25,6 +25,8 @@ pub mod payloads {
     pub const MSG_PARTS: &[&[u8]] = &[b"part-one|", b"part-two|", b"part-three"];
     pub const DATAGRAMS: &[&[u8]] = &[b"datagram-one", b"datagram-two", b"datagram-three"];
     pub const BIG_LEN: usize = 100 * 1024;
+    /// Writes of the `opaque` scenario (512 bytes each).
+    pub const OPAQUE_WRITES: usize = 64;
 
     /// 100 KiB that differ at every position mod 251 (a prime), so a misplaced
     /// chunk cannot match.

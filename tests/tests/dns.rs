@@ -168,9 +168,11 @@ async fn dig_lookups_become_one_span_each() {
     );
     assert_eq!(s.status, Status::Unset);
     // From the query's send to the answer's receive: within dig's own timing
-    // (whole milliseconds, so one more of slack).
+    // (whole milliseconds; dig starts its clock in the send's completion
+    // callback, after the syscall returned, so on a loaded machine it can
+    // read up to a few ms less than the syscalls took: 3 ms of slack).
     assert!(
-        s.duration_ns() <= (query_ms + 1) * 1_000_000,
+        s.duration_ns() <= (query_ms + 3) * 1_000_000,
         "{} ns vs dig {query_ms} ms",
         s.duration_ns()
     );

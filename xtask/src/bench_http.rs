@@ -1,27 +1,52 @@
-//! `cargo xtask bench http`: HTTP/1 load (wrk, keep-alive) against a hyper server
-//! on loopback, agent off then on, in the same run. Reports the throughput ratio,
-//! p50/p99 latency deltas, agent CPU per 10k requests, agent peak RSS, events
-//! dropped and spans per request.
+//! `cargo xtask bench http`: HTTP/1.1 keep-alive load on loopback against nginx
+//! (`return 200 "ok\n"`, one worker, our own instance), agent off then on, in the
+//! same run:
+//!
+//! * saturation: `wrk -t1 -c16` as fast as it goes: throughput ratio, agent CPU
+//!   per request and per span, spans vs requests, drops by reason, peak RSS;
+//!   also with `--exe nomatch` (the kernel captures, userspace drops every
+//!   event), which separates the kernel's cost from userspace's.
+//! * fixed rate: `rate_client` (open loop, latency from the scheduled send
+//!   time) at 10k requests/s over 16 connections: p50/p99 ratios, agent CPU,
+//!   spans == requests exactly, drops == 0, peak RSS.
+//!
+//! The agent runs with its defaults plus `--stdout off --prometheus-listen …
+//! --profiling off` and whatever `--agent-arg` / `--agent-env` add.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::TcpStream,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
 
-use crate::workspace_root;
+use crate::{
+    bench::{Agent, start_agent},
+    bench_report::{self, Table, j, num, ratio},
+    workspace_root,
+};
+
+/// Fixed-rate load.
+const RATE: u64 = 10_000;
+const CONNECTIONS: u64 = 16;
+/// Targets the lead judges the fixed-rate run by (on/off).
+const P50_TARGET: f64 = 1.05;
+const P99_TARGET: f64 = 1.10;
 
 /// What one wrk run measured.
-#[derive(Debug, Default)]
-struct Load {
+#[derive(Debug, Default, Clone)]
+struct Wrk {
     requests: u64,
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Socket errors (connect, read, write, timeout) and non-2xx/3xx responses.
+    errors: u64,
 }
 
 fn millis(text: &str) -> Option<f64> {
@@ -38,8 +63,8 @@ fn millis(text: &str) -> Option<f64> {
 }
 
 /// Parses `wrk --latency` output.
-fn parse_wrk(out: &str) -> Option<Load> {
-    let mut load = Load::default();
+fn parse_wrk(out: &str) -> Option<Wrk> {
+    let mut load = Wrk::default();
     for line in out.lines().map(str::trim) {
         if let Some(rate) = line.strip_prefix("Requests/sec:") {
             load.per_second = rate.trim().parse().ok()?;
@@ -49,18 +74,90 @@ fn parse_wrk(out: &str) -> Option<Load> {
             load.p50_ms = millis(v)?;
         } else if let Some(v) = line.strip_prefix("99%") {
             load.p99_ms = millis(v)?;
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            load.errors += v.trim().parse::<u64>().ok()?;
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            load.errors += v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
         }
     }
     (load.requests > 0).then_some(load)
 }
 
-fn wrk(url: &str, seconds: u64) -> anyhow::Result<Load> {
+fn wrk(url: &str, seconds: u64) -> anyhow::Result<Wrk> {
     let out = Command::new("wrk")
         .args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency", url])
         .output()
         .context("running wrk (Debian package wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+/// What one `rate_client` run measured (its JSON line).
+#[derive(Debug, Default, Clone)]
+struct Rate {
+    scheduled: u64,
+    sent: u64,
+    completed: u64,
+    errors: u64,
+    achieved_rate: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    cpu_s: f64,
+    raw: Value,
+}
+
+fn parse_rate_client(line: &str) -> anyhow::Result<Rate> {
+    let raw: Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("rate_client output {line:?}"))?;
+    let f = |k: &str| {
+        raw[k]
+            .as_f64()
+            .with_context(|| format!("{k} in rate_client output {line:?}"))
+    };
+    let n = |k: &str| {
+        raw[k]
+            .as_u64()
+            .with_context(|| format!("{k} in rate_client output {line:?}"))
+    };
+    Ok(Rate {
+        scheduled: n("scheduled")?,
+        sent: n("sent")?,
+        completed: n("completed")?,
+        errors: n("errors")?,
+        achieved_rate: f("achieved_rate")?,
+        p50_us: f("p50_us")?,
+        p90_us: f("p90_us")?,
+        p99_us: f("p99_us")?,
+        p999_us: f("p999_us").unwrap_or(f64::NAN),
+        max_us: f("max_us")?,
+        cpu_s: f("cpu_s").unwrap_or(f64::NAN),
+        raw,
+    })
+}
+
+fn rate_client(url: &str, seconds: u64) -> anyhow::Result<Rate> {
+    let exe = workspace_root().join("target/release/rate_client");
+    let out = Command::new(&exe)
+        .args(["--url", url])
+        .args(["--rate", &RATE.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--connections", &CONNECTIONS.to_string()])
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "rate_client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_rate_client(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// utime + stime of a process, in seconds.
@@ -105,6 +202,28 @@ pub(crate) fn sum(metrics: &str, metric: &str, filter: &str) -> f64 {
         .sum()
 }
 
+/// Per series of `metric` (the whole `name{labels}`), `after - before`, the
+/// non-zero ones.
+fn deltas(before: &str, after: &str, metric: &str) -> Vec<(String, f64)> {
+    after
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let now: f64 = value.parse().ok()?;
+            let was: f64 = before
+                .lines()
+                .find_map(|b| b.rsplit_once(' ').filter(|(s, _)| *s == series))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0.0);
+            (now != was).then(|| (series.to_string(), now - was))
+        })
+        .collect()
+}
+
 pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
@@ -114,105 +233,623 @@ impl Drop for Killed {
     }
 }
 
-pub fn run(seconds: u64) -> anyhow::Result<()> {
-    let root = workspace_root();
-    let mut server = Command::new(root.join("target/release/http_peer"))
-        .arg("server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting http_peer server")?;
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let _server = Killed(server);
-    let port: u16 = line
-        .trim()
-        .strip_prefix("listening ")
-        .context("port")?
-        .parse()?;
-    let url = format!("http://127.0.0.1:{port}/users/1");
-    wrk(&url, 1)?; // warm-up
+/// The nginx configuration of the benchmark: one worker, no logs, one
+/// constant response, every path under `dir`.
+fn nginx_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\n\
+         master_process off;\n\
+         worker_processes 1;\n\
+         error_log stderr;\n\
+         pid {d}/nginx.pid;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   keepalive_requests 1000000;\n\
+         \x20   client_body_temp_path {d}/client_body;\n\
+         \x20   proxy_temp_path {d}/proxy;\n\
+         \x20   fastcgi_temp_path {d}/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/uwsgi;\n\
+         \x20   scgi_temp_path {d}/scgi;\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{port};\n\
+         \x20       location / {{ return 200 \"ok\\n\"; }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
 
-    let off = wrk(&url, seconds)?;
+struct Nginx {
+    process: Killed,
+    port: u16,
+    dir: PathBuf,
+}
 
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+impl Nginx {
+    fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
-        .port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let (agent, _logs) =
-        crate::bench::start_agent(&["--stdout", "off", "--prometheus-listen", &metrics_addr])?;
-    let agent_pid = agent.id();
-    let agent = Killed(agent);
-    let before = scrape(metrics_port)?;
-    let cpu_before = cpu_seconds(agent_pid)?;
-    let on = wrk(&url, seconds)?;
-    let cpu = cpu_seconds(agent_pid)? - cpu_before;
-    // Let the agent finish what is in flight before counting.
-    thread::sleep(Duration::from_millis(500));
-    let after = scrape(metrics_port)?;
-    let rss = peak_rss_mib(agent_pid)?;
-    drop(agent);
+        .port())
+}
 
-    let route = "http_route=\"/users/{id}\"";
-    let spans = sum(&after, "http_server_request_duration_seconds_count", route)
-        - sum(&before, "http_server_request_duration_seconds_count", route);
-    let dropped = sum(&after, "agent_events_dropped_total", "")
-        - sum(&before, "agent_events_dropped_total", "");
-    if on.requests == 0 {
-        bail!("no requests with the agent on");
+fn start_nginx() -> anyhow::Result<Nginx> {
+    let dir = std::env::temp_dir().join(format!("agent-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&dir, port))?;
+    let log = std::fs::File::create(dir.join("stderr.log"))?;
+    let child = Command::new("nginx")
+        .args(["-e", "stderr", "-c"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting nginx (Debian package nginx)")?;
+    let mut nginx = Nginx {
+        process: Killed(child),
+        port,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(nginx);
+        }
+        let exited = nginx.process.0.try_wait()?;
+        if exited.is_some() || Instant::now() > deadline {
+            let log = std::fs::read_to_string(nginx.dir.join("stderr.log")).unwrap_or_default();
+            bail!("nginx did not listen on {port} ({exited:?}):\n{log}");
+        }
+        thread::sleep(Duration::from_millis(50));
     }
-    println!(
-        "HTTP/1.1 keep-alive load: wrk -t1 -c16 -d{seconds}s against a hyper server, agent off then on"
-    );
-    println!("{:<34} {:>12} {:>12}", "", "agent off", "agent on");
-    println!(
-        "{:<34} {:>12.0} {:>12.0}",
-        "requests/s", off.per_second, on.per_second
-    );
-    println!(
-        "{:<34} {:>12.3} {:>12.3}",
-        "p50 latency (ms)", off.p50_ms, on.p50_ms
-    );
-    println!(
-        "{:<34} {:>12.3} {:>12.3}",
-        "p99 latency (ms)", off.p99_ms, on.p99_ms
-    );
-    println!(
-        "throughput ratio (on/off)          {:.3}",
-        on.per_second / off.per_second
-    );
-    println!(
-        "p50 / p99 latency delta (ms)       {:+.3} / {:+.3}",
-        on.p50_ms - off.p50_ms,
-        on.p99_ms - off.p99_ms
-    );
-    println!(
-        "agent CPU seconds per 10k requests {:.4}",
-        cpu / on.requests as f64 * 10_000.0
-    );
-    println!(
-        "agent CPU (cores) at this rate     {:.3}",
-        cpu / seconds as f64
-    );
-    println!("agent peak RSS (MiB)               {rss:.1}");
-    println!("events dropped                     {dropped:.0}");
-    let reasons: Vec<String> = after
-        .lines()
-        .filter(|l| l.starts_with("agent_events_dropped_total{"))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let now: f64 = value.parse().ok()?;
-            let was = sum(&before, series, "");
-            (now - was > 0.0).then(|| format!("{series} +{:.0}", now - was))
+}
+
+/// What the agent did during one load run.
+#[derive(Debug, Default)]
+struct AgentFigures {
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    server_spans: f64,
+    client_spans: f64,
+    events_received: f64,
+    events_filtered: f64,
+    /// `agent_events_dropped_total` by reason.
+    dropped: Vec<(String, f64)>,
+    /// `agent_kernel_skipped_total` by reason: skips by design, not losses.
+    skipped: Vec<(String, f64)>,
+    /// Other losses: stream bytes dropped, parse and decode errors, evictions.
+    other_losses: Vec<(String, f64)>,
+    capture_path: Option<String>,
+}
+
+impl AgentFigures {
+    fn dropped_total(&self) -> f64 {
+        // + 0.0: an empty f64 sum is -0.0.
+        self.dropped.iter().map(|(_, n)| n).sum::<f64>() + 0.0
+    }
+
+    fn json(&self, seconds: f64, requests: f64) -> Value {
+        let map = |v: &[(String, f64)]| -> Value {
+            v.iter()
+                .map(|(k, n)| (k.clone(), j(*n)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        json!({
+            "capture_path_reported": self.capture_path,
+            "cpu_seconds": j(self.cpu_s),
+            "cpu_cores": j(self.cpu_s / seconds),
+            "cpu_us_per_request": j(self.cpu_s / requests * 1e6),
+            "cpu_us_per_span": j(self.cpu_s / (2.0 * requests) * 1e6),
+            "peak_rss_mib": j(self.peak_rss_mib),
+            "server_spans": j(self.server_spans),
+            "client_spans": j(self.client_spans),
+            "events_received": j(self.events_received),
+            "events_filtered": j(self.events_filtered),
+            "events_dropped_total": j(self.dropped_total()),
+            "events_dropped": map(&self.dropped),
+            "kernel_skipped": map(&self.skipped),
+            "other_losses": map(&self.other_losses),
         })
-        .collect();
-    if !reasons.is_empty() {
-        println!("  by reason: {}", reasons.join(", "));
     }
+}
+
+/// How the agent runs in one column.
+struct Variant {
+    name: &'static str,
+    /// `None`: agent off.
+    extra: Option<Vec<String>>,
+}
+
+struct Setup<'a> {
+    nginx: &'a Nginx,
+    agent_args: &'a [String],
+    agent_env: &'a [(String, String)],
+}
+
+/// One load run, agent off or on, with the agent's and nginx's figures.
+struct Measured<T> {
+    load: T,
+    seconds: f64,
+    nginx_cpu_s: f64,
+    agent: Option<AgentFigures>,
+}
+
+fn measure<T>(
+    setup: &Setup<'_>,
+    variant: &Variant,
+    load: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<Measured<T>> {
+    let nginx_pid = setup.nginx.pid();
+    let Some(extra) = &variant.extra else {
+        let cpu0 = cpu_seconds(nginx_pid)?;
+        let t0 = Instant::now();
+        let load = load()?;
+        return Ok(Measured {
+            load,
+            seconds: t0.elapsed().as_secs_f64(),
+            nginx_cpu_s: cpu_seconds(nginx_pid)? - cpu0,
+            agent: None,
+        });
+    };
+    let metrics_port = free_port()?;
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let mut args: Vec<&str> = vec![
+        "--stdout",
+        "off",
+        "--prometheus-listen",
+        &listen,
+        "--profiling",
+        "off",
+    ];
+    args.extend(setup.agent_args.iter().map(String::as_str));
+    args.extend(extra.iter().map(String::as_str));
+    let env: Vec<(&str, &str)> = setup
+        .agent_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let agent: Agent = start_agent(&args, &env)?;
+    let pid = agent.pid();
+    // Past start-up (procfs scan, first reads).
+    thread::sleep(Duration::from_secs(1));
+    let server_port = format!("server_port=\"{}\"", setup.nginx.port);
+    let server_filter = "service_name=\"nginx\"";
+    let counts = |m: &str| {
+        (
+            sum(
+                m,
+                "http_server_request_duration_seconds_count",
+                server_filter,
+            ),
+            sum(
+                m,
+                "http_client_request_duration_seconds_count",
+                &server_port,
+            ),
+        )
+    };
+    let before = scrape(metrics_port)?;
+    let (cpu0, nginx0, t0) = (cpu_seconds(pid)?, cpu_seconds(nginx_pid)?, Instant::now());
+    let load = load()?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds(pid)? - cpu0;
+    let nginx_cpu_s = cpu_seconds(nginx_pid)? - nginx0;
+    // Let the agent finish what is in flight: until its span counts stop moving.
+    let mut after = scrape(metrics_port)?;
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(250));
+        let again = scrape(metrics_port)?;
+        let settled = counts(&again) == counts(&after);
+        after = again;
+        if settled {
+            break;
+        }
+    }
+    let peak_rss_mib = peak_rss_mib(pid)?;
+    let capture_path = agent.capture_path.clone();
+    agent.stop().context("stopping the agent")?;
+    let (s0, c0) = counts(&before);
+    let (s1, c1) = counts(&after);
+    let delta = |metric: &str| sum(&after, metric, "") - sum(&before, metric, "");
+    let mut other_losses = Vec::new();
+    for metric in [
+        "agent_stream_dropped_bytes_total",
+        "agent_parse_errors_total",
+        "agent_decode_errors_total",
+        "agent_connections_evicted_total",
+        "agent_routes_overflowed_total",
+    ] {
+        other_losses.extend(deltas(&before, &after, metric));
+    }
+    Ok(Measured {
+        load,
+        seconds,
+        nginx_cpu_s,
+        agent: Some(AgentFigures {
+            cpu_s,
+            peak_rss_mib,
+            server_spans: s1 - s0,
+            client_spans: c1 - c0,
+            events_received: delta("agent_events_received_total"),
+            events_filtered: delta("agent_events_filtered_total"),
+            dropped: deltas(&before, &after, "agent_events_dropped_total"),
+            skipped: deltas(&before, &after, "agent_kernel_skipped_total"),
+            other_losses,
+            capture_path,
+        }),
+    })
+}
+
+fn agent_cell(m: &Measured<impl Sized>, f: impl Fn(&AgentFigures) -> String) -> String {
+    m.agent.as_ref().map_or_else(|| "-".into(), f)
+}
+
+fn print_losses<T>(columns: &[(&Variant, Measured<T>)]) {
+    for (variant, m) in columns {
+        let Some(a) = &m.agent else { continue };
+        let path = a.capture_path.as_deref().unwrap_or("?");
+        let mut parts: Vec<String> = a
+            .dropped
+            .iter()
+            .chain(&a.other_losses)
+            .map(|(series, n)| format!("{series} {n:+.0}"))
+            .collect();
+        if parts.is_empty() {
+            parts.push("no drops, no losses".into());
+        }
+        parts.extend(
+            a.skipped
+                .iter()
+                .map(|(series, n)| format!("(by design) {series} {n:+.0}")),
+        );
+        println!(
+            "  {} (path {path}, {:.0} events received, {:.0} filtered): {}",
+            variant.name,
+            a.events_received,
+            a.events_filtered,
+            parts.join(", ")
+        );
+    }
+}
+
+fn saturation(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Value> {
+    let variants = [
+        Variant {
+            name: "off",
+            extra: None,
+        },
+        Variant {
+            name: "on",
+            extra: Some(vec![]),
+        },
+        Variant {
+            name: "on --exe nomatch",
+            extra: Some(vec!["--exe".into(), "nomatch".into()]),
+        },
+    ];
+    let mut columns = Vec::new();
+    for v in &variants {
+        columns.push((v, measure(setup, v, || wrk(url, seconds))?));
+    }
+    let off = columns[0].1.load.clone();
+    println!();
     println!(
-        "server spans / requests            {spans:.0} / {} = {:.4}",
-        on.requests,
-        spans / on.requests as f64
+        "saturation: wrk -t1 -c16 -d{seconds}s --latency against nginx (return 200, 1 worker)"
     );
+    let mut header = vec!["".to_string()];
+    header.extend(variants.iter().map(|v| format!("agent {}", v.name)));
+    let mut t = Table::new(&header);
+    let mut row = |label: &str, f: &dyn Fn(&Measured<Wrk>) -> String| {
+        let mut r = vec![label.to_string()];
+        r.extend(columns.iter().map(|(_, m)| f(m)));
+        t.row(&r);
+    };
+    row("requests/s", &|m| num(m.load.per_second, 0));
+    row("throughput on/off", &|m| {
+        ratio(m.load.per_second, off.per_second)
+    });
+    row("p50 latency (ms)", &|m| num(m.load.p50_ms, 3));
+    row("p99 latency (ms)", &|m| num(m.load.p99_ms, 3));
+    row("wrk errors", &|m| m.load.errors.to_string());
+    row("agent CPU (cores)", &|m| {
+        agent_cell(m, |a| num(a.cpu_s / m.seconds, 3))
+    });
+    row("agent CPU µs/request", &|m| {
+        agent_cell(m, |a| num(a.cpu_s / m.load.requests as f64 * 1e6, 2))
+    });
+    row("agent CPU µs/span", &|m| {
+        agent_cell(m, |a| {
+            num(a.cpu_s / (2.0 * m.load.requests as f64) * 1e6, 2)
+        })
+    });
+    row("nginx CPU µs/request", &|m| {
+        num(m.nginx_cpu_s / m.load.requests as f64 * 1e6, 2)
+    });
+    row("server spans / requests", &|m| {
+        agent_cell(m, |a| {
+            format!(
+                "{:.0}/{} = {:.4}",
+                a.server_spans,
+                m.load.requests,
+                a.server_spans / m.load.requests as f64
+            )
+        })
+    });
+    row("client spans / requests", &|m| {
+        agent_cell(m, |a| {
+            format!(
+                "{:.0}/{} = {:.4}",
+                a.client_spans,
+                m.load.requests,
+                a.client_spans / m.load.requests as f64
+            )
+        })
+    });
+    row("events dropped", &|m| {
+        agent_cell(m, |a| num(a.dropped_total(), 0))
+    });
+    row("agent peak RSS (MiB)", &|m| {
+        agent_cell(m, |a| num(a.peak_rss_mib, 1))
+    });
+    t.print();
+    println!(
+        "(nginx CPU includes the kernel programs run in its syscalls; wrk counts only \
+         completed requests, so spans may exceed them by the ≤16 in flight at the end)"
+    );
+    println!("drops and losses during each run:");
+    print_losses(&columns);
+    Ok(columns
+        .iter()
+        .map(|(v, m)| {
+            json!({
+                "agent": v.name,
+                "requests": m.load.requests,
+                "requests_per_second": j(m.load.per_second),
+                "throughput_ratio": j(m.load.per_second / off.per_second),
+                "p50_ms": j(m.load.p50_ms),
+                "p99_ms": j(m.load.p99_ms),
+                "errors": m.load.errors,
+                "seconds": j(m.seconds),
+                "nginx_cpu_us_per_request": j(m.nginx_cpu_s / m.load.requests as f64 * 1e6),
+                "agent_figures": m.agent.as_ref().map(|a| a.json(m.seconds, m.load.requests as f64)),
+            })
+        })
+        .collect())
+}
+
+fn verdict(ratio: f64, target: f64) -> &'static str {
+    if ratio <= target {
+        "within target"
+    } else {
+        "OVER TARGET"
+    }
+}
+
+fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Value> {
+    let variants = [
+        Variant {
+            name: "off",
+            extra: None,
+        },
+        Variant {
+            name: "on",
+            extra: Some(vec![]),
+        },
+    ];
+    let mut columns = Vec::new();
+    for v in &variants {
+        columns.push((v, measure(setup, v, || rate_client(url, seconds))?));
+    }
+    let off = columns[0].1.load.clone();
+    let on = columns[1].1.load.clone();
+    println!();
+    println!(
+        "fixed rate: rate_client --rate {RATE} --connections {CONNECTIONS} --seconds {seconds} \
+         (open loop; latency from the scheduled send time)"
+    );
+    let mut header = vec!["".to_string()];
+    header.extend(variants.iter().map(|v| format!("agent {}", v.name)));
+    header.push("on/off".into());
+    let mut t = Table::new(&header);
+    let mut row = |label: &str, f: &dyn Fn(&Measured<Rate>) -> String, r: String| {
+        let mut cells = vec![label.to_string()];
+        cells.extend(columns.iter().map(|(_, m)| f(m)));
+        cells.push(r);
+        t.row(&cells);
+    };
+    row(
+        "achieved requests/s",
+        &|m| num(m.load.achieved_rate, 0),
+        ratio(on.achieved_rate, off.achieved_rate),
+    );
+    row(
+        "completed / sent / scheduled",
+        &|m| format!("{}/{}/{}", m.load.completed, m.load.sent, m.load.scheduled),
+        String::new(),
+    );
+    row("errors", &|m| m.load.errors.to_string(), String::new());
+    for (label, get) in [
+        (
+            "p50 latency (µs)",
+            (|r: &Rate| r.p50_us) as fn(&Rate) -> f64,
+        ),
+        ("p90 latency (µs)", |r| r.p90_us),
+        ("p99 latency (µs)", |r| r.p99_us),
+        ("p99.9 latency (µs)", |r| r.p999_us),
+        ("max latency (µs)", |r| r.max_us),
+    ] {
+        row(label, &|m| num(get(&m.load), 1), ratio(get(&on), get(&off)));
+    }
+    row(
+        "agent CPU (cores)",
+        &|m| agent_cell(m, |a| num(a.cpu_s / m.seconds, 3)),
+        String::new(),
+    );
+    row(
+        "agent CPU µs/request",
+        &|m| agent_cell(m, |a| num(a.cpu_s / m.load.completed as f64 * 1e6, 2)),
+        String::new(),
+    );
+    let per_request = |cpu: f64, m: &Measured<Rate>| cpu / m.load.completed as f64 * 1e6;
+    row(
+        "nginx CPU µs/request",
+        &|m| num(per_request(m.nginx_cpu_s, m), 2),
+        ratio(
+            per_request(columns[1].1.nginx_cpu_s, &columns[1].1),
+            per_request(columns[0].1.nginx_cpu_s, &columns[0].1),
+        ),
+    );
+    row(
+        "rate_client CPU µs/request",
+        &|m| num(per_request(m.load.cpu_s, m), 2),
+        ratio(
+            per_request(on.cpu_s, &columns[1].1),
+            per_request(off.cpu_s, &columns[0].1),
+        ),
+    );
+    row(
+        "server spans / completed",
+        &|m| agent_cell(m, |a| format!("{:.0}/{}", a.server_spans, m.load.completed)),
+        String::new(),
+    );
+    row(
+        "client spans / completed",
+        &|m| agent_cell(m, |a| format!("{:.0}/{}", a.client_spans, m.load.completed)),
+        String::new(),
+    );
+    row(
+        "events dropped",
+        &|m| agent_cell(m, |a| num(a.dropped_total(), 0)),
+        String::new(),
+    );
+    row(
+        "agent peak RSS (MiB)",
+        &|m| agent_cell(m, |a| num(a.peak_rss_mib, 1)),
+        String::new(),
+    );
+    t.print();
+    let p50 = on.p50_us / off.p50_us;
+    let p99 = on.p99_us / off.p99_us;
+    println!(
+        "p50 on/off {p50:.3} (target <= {P50_TARGET}): {}; p99 on/off {p99:.3} (target <= {P99_TARGET}): {}",
+        verdict(p50, P50_TARGET),
+        verdict(p99, P99_TARGET)
+    );
+    let m_on = &columns[1].1;
+    let exact = m_on.agent.as_ref().map(|a| {
+        let done = m_on.load.completed as f64;
+        (
+            a.server_spans == done && a.client_spans == done,
+            a.dropped_total() == 0.0,
+        )
+    });
+    if let Some((spans_exact, no_drops)) = exact {
+        println!(
+            "spans == requests (server and client): {}; drops == 0: {}",
+            if spans_exact { "yes" } else { "NO" },
+            if no_drops { "yes" } else { "NO" }
+        );
+    }
+    for (v, m) in &columns {
+        if m.load.achieved_rate < RATE as f64 * 0.98 || m.load.errors > 0 {
+            println!(
+                "warning: agent {}: {:.0} requests/s of {RATE} scheduled, {} errors: the load \
+                 generator or nginx did not keep up, latencies are not comparable",
+                v.name, m.load.achieved_rate, m.load.errors
+            );
+        }
+    }
+    println!("drops and losses during each run:");
+    print_losses(&columns);
+    Ok(json!({
+        "rate": RATE,
+        "connections": CONNECTIONS,
+        "p50_ratio": j(p50),
+        "p99_ratio": j(p99),
+        "p50_target": P50_TARGET,
+        "p99_target": P99_TARGET,
+        "spans_equal_requests": exact.map(|e| e.0),
+        "no_drops": exact.map(|e| e.1),
+        "runs": columns.iter().map(|(v, m)| json!({
+            "agent": v.name,
+            "rate_client": m.load.raw,
+            "seconds": j(m.seconds),
+            "nginx_cpu_us_per_request": j(per_request(m.nginx_cpu_s, m)),
+            "agent_figures": m.agent.as_ref().map(|a| a.json(m.seconds, m.load.completed as f64)),
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// `KEY=VALUE` pairs.
+fn parse_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--agent-env {p:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+pub fn run(seconds: u64, agent_args: &[String], agent_env: &[String]) -> anyhow::Result<()> {
+    let agent_env = parse_env(agent_env)?;
+    let nginx = start_nginx()?;
+    let url = format!("http://127.0.0.1:{}/", nginx.port);
+    let setup = Setup {
+        nginx: &nginx,
+        agent_args,
+        agent_env: &agent_env,
+    };
+    let inherited: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AGENT_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "HTTP/1.1 keep-alive load on loopback against nginx, agent off then on, same run; agent: \
+         defaults + --stdout off --prometheus-listen … --profiling off {} {}",
+        agent_args.join(" "),
+        agent_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(inherited.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    wrk(&url, 1)?; // warm-up
+    let saturation = saturation(&setup, &url, seconds)?;
+    let fixed = fixed_rate(&setup, &url, seconds)?;
+    bench_report::write_json(
+        "http",
+        json!({
+            "seconds": seconds,
+            "server": "nginx return 200 \"ok\\n\", 1 worker",
+            "agent_args": agent_args,
+            "agent_env": agent_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "inherited_agent_env": inherited,
+            "saturation": saturation,
+            "fixed_rate": fixed,
+        }),
+    )?;
     Ok(())
 }
 
@@ -224,11 +861,84 @@ mod tests {
     fn parses_wrk_output() {
         let out = "Running 10s test @ http://127.0.0.1:1/users/1\n  1 threads and 16 connections\n\
                    Latency Distribution\n     50%  412.00us\n     75%  1.01ms\n     90%  2.00ms\n     99%    3.50ms\n\
-                   252581 requests in 10.00s, 24.09MB read\nRequests/sec:  25256.29\n";
+                   252581 requests in 10.00s, 24.09MB read\n\
+                   Socket errors: connect 0, read 2, write 0, timeout 1\n\
+                   Non-2xx or 3xx responses: 4\nRequests/sec:  25256.29\n";
         let load = parse_wrk(out).unwrap();
         assert_eq!(load.requests, 252_581);
         assert!((load.per_second - 25256.29).abs() < 0.01);
         assert!((load.p50_ms - 0.412).abs() < 1e-9);
         assert!((load.p99_ms - 3.5).abs() < 1e-9);
+        assert_eq!(load.errors, 7);
+    }
+
+    #[test]
+    fn parses_rate_client_output() {
+        let line = r#"{"scheduled":50000,"sent":50000,"completed":49990,"errors":10,"achieved_rate":9998.0,"elapsed_s":5.0,"p50_us":54.7,"p90_us":457.8,"p99_us":2576.4,"p999_us":4656.4,"max_us":5191.2,"cpu_s":1.463}"#;
+        let r = parse_rate_client(&format!("{line}\n")).unwrap();
+        assert_eq!(
+            (r.scheduled, r.sent, r.completed, r.errors),
+            (50_000, 50_000, 49_990, 10)
+        );
+        assert!((r.achieved_rate - 9998.0).abs() < 1e-9);
+        assert!((r.p50_us - 54.7).abs() < 1e-9);
+        assert!((r.p99_us - 2576.4).abs() < 1e-9);
+        assert!((r.max_us - 5191.2).abs() < 1e-9);
+        assert!((r.cpu_s - 1.463).abs() < 1e-9);
+        assert!(parse_rate_client(r#"{"sent":1}"#).is_err());
+        assert!(parse_rate_client("rate_client: --url is required").is_err());
+    }
+
+    #[test]
+    fn renders_nginx_conf() {
+        let conf = nginx_conf(Path::new("/tmp/b"), 8123);
+        for line in [
+            "daemon off;",
+            "master_process off;",
+            "worker_processes 1;",
+            "error_log stderr;",
+            "pid /tmp/b/nginx.pid;",
+            "access_log off;",
+            "listen 127.0.0.1:8123;",
+            "location / { return 200 \"ok\\n\"; }",
+            "client_body_temp_path /tmp/b/client_body;",
+        ] {
+            assert!(conf.contains(line), "{line:?} missing from\n{conf}");
+        }
+        assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+    }
+
+    #[test]
+    fn metric_deltas_per_series() {
+        let before = "agent_events_dropped_total{reason=\"kernel_ringbuf_full\"} 3\n\
+                      agent_events_dropped_total{reason=\"queue_full\"} 0\n";
+        let after = "# TYPE agent_events_dropped_total counter\n\
+                     agent_events_dropped_total{reason=\"kernel_ringbuf_full\"} 10\n\
+                     agent_events_dropped_total{reason=\"queue_full\"} 0\n\
+                     agent_events_dropped_total{reason=\"tap_full\"} 2\n\
+                     agent_events_dropped_totally 5\n";
+        assert_eq!(
+            deltas(before, after, "agent_events_dropped_total"),
+            vec![
+                (
+                    "agent_events_dropped_total{reason=\"kernel_ringbuf_full\"}".to_string(),
+                    7.0
+                ),
+                (
+                    "agent_events_dropped_total{reason=\"tap_full\"}".to_string(),
+                    2.0
+                ),
+            ]
+        );
+        assert_eq!(sum(after, "agent_events_dropped_total{", ""), 12.0);
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(
+            parse_env(&["AGENT_CAPTURE_PATH=tracepoints".into()]).unwrap(),
+            vec![("AGENT_CAPTURE_PATH".into(), "tracepoints".into())]
+        );
+        assert!(parse_env(&["nope".into()]).is_err());
     }
 }

@@ -32,9 +32,8 @@ fn measure(profiling: Option<u64>, seconds: u64, dir: &std::path::Path) -> anyho
         Some(f) => args.extend(["--profile-frequency", f, "--profiles-dir", &dir]),
         None => args.extend(["--profiling", "off"]),
     }
-    let (child, _logs) = start_agent(&args)?;
-    let agent = Killed(child);
-    let pid = agent.0.id();
+    let agent = start_agent(&args, &[])?;
+    let pid = agent.pid();
     // Past start-up (kernel object, procfs scan) and the first interval (the
     // default 15 s), where caches fill: the steady state is what runs for months.
     std::thread::sleep(Duration::from_secs(WARM_UP));

@@ -3,7 +3,9 @@
 mod bench;
 mod bench_http;
 mod bench_profile;
+mod bench_report;
 mod build_ebpf;
+mod deploy_check;
 mod packages;
 mod setup;
 mod suite;
@@ -35,8 +37,9 @@ enum Task {
         args: Vec<String>,
     },
     /// Benchmarks, agent off vs on in the same run (needs root): `syscalls`
-    /// (ns per traced syscall), `http` (wrk load against a hyper server),
-    /// `profile` (profiler CPU and memory at 19 and 99 Hz), or `all`.
+    /// (ns per traced syscall, per capture path), `http` (wrk and fixed-rate
+    /// load against nginx), `profile` (profiler CPU and memory at 19 and 99
+    /// Hz), or `all`. Figures also go to target/bench/<name>.json.
     Bench {
         #[arg(default_value = "all")]
         which: String,
@@ -46,6 +49,14 @@ enum Task {
         /// Seconds of load per phase (http, profile).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// An extra argument for the agent (http; repeatable, e.g.
+        /// `--agent-arg=--capture-bytes --agent-arg=256`).
+        #[arg(long = "agent-arg", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
+        /// An extra KEY=VALUE environment variable for the agent (http;
+        /// repeatable, e.g. `--agent-env AGENT_CAPTURE_PATH=tracepoints`).
+        #[arg(long = "agent-env")]
+        agent_env: Vec<String>,
     },
     /// Run a parser fuzz target with cargo fuzz (installed when missing).
     Fuzz {
@@ -56,6 +67,9 @@ enum Task {
         #[arg(long, default_value_t = 300)]
         seconds: u64,
     },
+    /// Offline checks of deploy/ (helm, kubernetes-validate, checkov, hadolint,
+    /// check-jsonschema, promtool); installs the checkers on first use.
+    DeployCheck,
     /// Set up, build, check formatting and lints, and run every test.
     Test {
         /// Arguments passed to `cargo test` (e.g. a test name filter).
@@ -78,14 +92,16 @@ fn main() -> anyhow::Result<()> {
             which,
             iterations,
             seconds,
+            agent_args,
+            agent_env,
         } => {
             bench::prepare()?;
             match which.as_str() {
                 "syscalls" => bench::run(iterations),
-                "http" => bench_http::run(seconds),
+                "http" => bench_http::run(seconds, &agent_args, &agent_env),
                 "profile" => bench_profile::run(seconds.max(30)),
                 "all" => bench::run(iterations)
-                    .and_then(|()| bench_http::run(seconds))
+                    .and_then(|()| bench_http::run(seconds, &agent_args, &agent_env))
                     .and_then(|()| bench_profile::run(seconds.max(30))),
                 other => {
                     anyhow::bail!("unknown benchmark {other:?}: syscalls, http, profile or all")
@@ -93,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Task::Fuzz { target, seconds } => fuzz(&target, seconds),
+        Task::DeployCheck => deploy_check::tools().and_then(|()| deploy_check::run()),
         Task::Test { args } => suite::run(&args),
     }
 }

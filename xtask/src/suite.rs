@@ -131,7 +131,7 @@ fn run_tallied(cmd: &mut Command, tally: &mut Tally) -> anyhow::Result<bool> {
 }
 
 /// End-to-end test binaries that run on both kernel capture paths.
-const FALLBACK_TESTS: [&str; 4] = ["capture", "http", "dns", "otlp"];
+const FALLBACK_TESTS: [&str; 5] = ["capture", "http", "dns", "otlp", "kernel_skips"];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
@@ -164,6 +164,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "clippy (agent-ebpf)",
         build_ebpf::clippy_command().args(["--", "-D", "warnings"]),
     );
+    // deploy/: chart, manifests, Dockerfile, compose, dashboards, SLO rules.
+    if crate::deploy_check::tools()
+        .and_then(|()| crate::deploy_check::run())
+        .is_err()
+    {
+        failed_checks.push("deploy");
+    }
     if !is_root() {
         eprintln!(
             "note: not running as root: privileged end-to-end tests will skip and say why; \

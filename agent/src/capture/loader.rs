@@ -2,10 +2,13 @@
 //!
 //! Each program in [`attach_table`] names its hook and the capture path it
 //! belongs to:
-//! - **fast**: the `sys_exit` raw tracepoint dispatcher and the per-syscall
-//!   handlers it tail-calls (loaded into `EXIT_PROGS`, never attached);
+//! - **fast**: a `sys_exit` dispatcher and the per-syscall handlers it
+//!   tail-calls (loaded into a program array, never attached), in two builds:
+//!   `tp_btf` (registers as plain loads through the BTF-typed argument) and,
+//!   where the kernel refuses that, a raw tracepoint (one probe read);
 //! - **tracepoints**: the `syscalls:sys_{enter,exit}_*` pairs, the fallback;
-//! - **both**: what either path needs (`sock:inet_sock_set_state`).
+//! - **both**: what either path needs (`sock:inet_sock_set_state`, and
+//!   `sched:sched_process_exec`, which clears a process's filter verdict).
 //!
 //! `--capture-path auto` (the default) attaches the fast path and falls back to
 //! the tracepoints when any part of it fails to load or attach, saying why; the
@@ -19,10 +22,11 @@
 use agent_common::{Syscall, globals, maps};
 use anyhow::{Context as _, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::ProgramArray,
     programs::{
-        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
+        BtfTracePoint, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink,
+        tp_btf::BtfTracePointLink, trace_point::TracePointLink,
     },
 };
 
@@ -31,8 +35,13 @@ use crate::config::{CapturePath, Settings};
 /// The kernel object built by `build.rs` (or an empty file with `AYA_BUILD_SKIP`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
 
-/// The raw tracepoint of the fast path and its dispatcher program.
-const FAST_DISPATCHER: &str = "sys_exit";
+/// The kernel object this binary carries (the benchmarks load parts of it).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
+/// The tracepoint both fast dispatchers attach to.
+const SYS_EXIT: &str = "sys_exit";
 
 /// Environment variable naming programs that must fail (fault injection).
 pub const FAIL_ATTACH_ENV: &str = "AGENT_FAIL_ATTACH";
@@ -47,13 +56,23 @@ pub enum Hook {
     },
     /// A raw tracepoint.
     RawTracepoint(&'static str),
-    /// Loaded and stored at `index` of the `EXIT_PROGS` program array.
-    TailCall { index: u32 },
+    /// A BTF tracepoint (`tp_btf`).
+    BtfTracepoint(&'static str),
+    /// Loaded for tracepoint `target` and stored at `index` of program array
+    /// `map`.
+    TailCall {
+        map: &'static str,
+        index: u32,
+        btf: bool,
+    },
 }
 
 /// Which capture path needs a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
+    /// The fast path as `tp_btf` programs.
+    FastBtf,
+    /// The fast path as raw tracepoints.
     Fast,
     Tracepoints,
     Both,
@@ -74,22 +93,31 @@ pub struct AttachResult {
     pub error: Option<String>,
 }
 
-/// The path that runs, and why when it is the fallback.
+/// The path that runs, and why when it is a fallback.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathReport {
     pub path: CapturePath,
-    /// Why the fast path is not used (`None` when it runs, or was not asked for).
+    /// The fast path's program type: `tp_btf` or `raw_tracepoint`.
+    pub dispatcher: Option<&'static str>,
+    /// Why the fast path (or its `tp_btf` build) is not used.
     pub fast_error: Option<String>,
 }
 
 impl std::fmt::Display for PathReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.path, &self.fast_error) {
-            (CapturePath::Fast, _) => write!(
-                f,
-                "fast: raw_tracepoint sys_exit, arguments from saved registers, {} syscall handlers",
-                Syscall::ALL.len()
-            ),
+            (CapturePath::Fast, why) => {
+                write!(
+                    f,
+                    "fast: {} sys_exit, arguments from saved registers, {} syscall handlers",
+                    self.dispatcher.unwrap_or("?"),
+                    Syscall::ALL.len()
+                )?;
+                match why {
+                    Some(why) => write!(f, " (tp_btf unavailable: {why})"),
+                    None => Ok(()),
+                }
+            }
             (_, None) => write!(
                 f,
                 "tracepoints: syscalls:sys_enter_*/sys_exit_* pairs (asked for)"
@@ -104,17 +132,33 @@ impl std::fmt::Display for PathReport {
 
 /// Every program of the capture path.
 pub fn attach_table() -> Vec<Attachment> {
-    let mut table = vec![Attachment {
-        program: FAST_DISPATCHER.into(),
-        hook: Hook::RawTracepoint(FAST_DISPATCHER),
-        path: Path::Fast,
-    }];
-    for s in Syscall::ALL {
-        table.push(Attachment {
-            program: format!("exit_{}", s.name()),
-            hook: Hook::TailCall { index: s as u32 },
+    let mut table = vec![
+        Attachment {
+            program: "sys_exit_btf".into(),
+            hook: Hook::BtfTracepoint(SYS_EXIT),
+            path: Path::FastBtf,
+        },
+        Attachment {
+            program: "sys_exit".into(),
+            hook: Hook::RawTracepoint(SYS_EXIT),
             path: Path::Fast,
-        });
+        },
+    ];
+    for (path, prefix, map, btf) in [
+        (Path::FastBtf, "btf_exit_", maps::BTF_EXIT_PROGS, true),
+        (Path::Fast, "exit_", maps::EXIT_PROGS, false),
+    ] {
+        for s in Syscall::ALL {
+            table.push(Attachment {
+                program: format!("{prefix}{}", s.name()),
+                hook: Hook::TailCall {
+                    map,
+                    index: s as u32,
+                    btf,
+                },
+                path,
+            });
+        }
     }
     for s in Syscall::ALL {
         for prefix in ["sys_enter_", "sys_exit_"] {
@@ -129,6 +173,15 @@ pub fn attach_table() -> Vec<Attachment> {
             });
         }
     }
+    // A process that execs is judged again by the --pid/--exe filters.
+    table.push(Attachment {
+        program: "capture_exec".into(),
+        hook: Hook::Tracepoint {
+            category: "sched",
+            name: "sched_process_exec".into(),
+        },
+        path: Path::Both,
+    });
     table.push(Attachment {
         program: "inet_sock_set_state".into(),
         hook: Hook::Tracepoint {
@@ -144,6 +197,7 @@ pub fn attach_table() -> Vec<Attachment> {
 pub enum Link {
     Tracepoint(TracePointLink),
     Raw(RawTracePointLink),
+    Btf(BtfTracePointLink),
 }
 
 /// What [`load`] hands over.
@@ -176,11 +230,17 @@ pub fn load(settings: &Settings, agent_tgid: u32) -> anyhow::Result<Loaded> {
     } else {
         1
     };
+    let filtering = u32::from(!settings.pids.is_empty() || !settings.exes.is_empty());
+    // The kernel's BTF, parsed once (several MiB of it): for the loader's
+    // relocations and for the tp_btf programs.
+    let btf = Btf::from_sys_fs().ok();
     let mut loader = EbpfLoader::new();
     loader
+        .btf(btf.as_ref())
         .override_global(globals::AGENT_TGID, &agent_tgid, true)
         .override_global(globals::CAPTURE_BYTES, &settings.capture_bytes, true)
         .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
+        .override_global(globals::FILTERING, &filtering, true)
         .map_max_entries(maps::EVENTS, ring_bytes)
         .map_max_entries(maps::SOCKETS, settings.socket_table_size);
     // The tracepoint path's enter state is not needed by the fast one.
@@ -203,25 +263,38 @@ pub fn load(settings: &Settings, agent_tgid: u32) -> anyhow::Result<Loaded> {
     let mut links = Vec::new();
     let mut results = Vec::new();
     let mut fast_error = None;
+    let mut dispatcher = None;
     let mut path = settings.capture_path;
     if path != CapturePath::Tracepoints {
-        let fast: Vec<_> = table.iter().filter(|a| a.path == Path::Fast).collect();
-        match attach_fast(&mut ebpf, &fast, &failing) {
-            Ok(link) => {
-                links.push(Link::Raw(link));
-                results.extend(fast.into_iter().map(|a| AttachResult {
-                    attachment: a.clone(),
-                    error: None,
-                }));
-                path = CapturePath::Fast;
+        let mut errors = Vec::new();
+        for (variant, name) in [(Path::FastBtf, "tp_btf"), (Path::Fast, "raw_tracepoint")] {
+            let fast: Vec<_> = table.iter().filter(|a| a.path == variant).collect();
+            match attach_fast(&mut ebpf, &fast, btf.as_ref(), &failing) {
+                Ok(link) => {
+                    links.push(link);
+                    results.extend(fast.into_iter().map(|a| AttachResult {
+                        attachment: a.clone(),
+                        error: None,
+                    }));
+                    dispatcher = Some(name);
+                    break;
+                }
+                Err(error) => errors.push(format!("{name}: {error:#}")),
             }
-            Err(error) if path == CapturePath::Auto => {
-                let error = format!("{error:#}");
-                tracing::warn!(%error, "fast capture path unavailable; using syscall tracepoints");
-                fast_error = Some(error);
-                path = CapturePath::Tracepoints;
+        }
+        if dispatcher.is_some() {
+            path = CapturePath::Fast;
+            fast_error = errors.pop();
+            if let Some(error) = &fast_error {
+                tracing::info!(%error, "fast capture path as a raw tracepoint");
             }
-            Err(error) => return Err(error.context("--capture-path fast")),
+        } else if path == CapturePath::Auto {
+            let error = errors.join("; ");
+            tracing::warn!(%error, "fast capture path unavailable; using syscall tracepoints");
+            fast_error = Some(error);
+            path = CapturePath::Tracepoints;
+        } else {
+            bail!("--capture-path fast: {}", errors.join("; "));
         }
     }
     let wanted = |a: &&Attachment| {
@@ -252,7 +325,11 @@ pub fn load(settings: &Settings, agent_tgid: u32) -> anyhow::Result<Loaded> {
         ebpf,
         links,
         results,
-        path: PathReport { path, fast_error },
+        path: PathReport {
+            path,
+            dispatcher,
+            fast_error,
+        },
     })
 }
 
@@ -274,47 +351,82 @@ fn injected(program: &str, failing: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads every handler into `EXIT_PROGS`, then loads and attaches the
+/// Loads every handler into its program array, then loads and attaches the
 /// dispatcher. The handlers stay loaded with the object if it fails.
 fn attach_fast(
     ebpf: &mut Ebpf,
     fast: &[&Attachment],
+    btf: Option<&Btf>,
     failing: &[String],
-) -> anyhow::Result<RawTracePointLink> {
-    let mut handlers = Vec::new();
+) -> anyhow::Result<Link> {
+    if btf.is_none()
+        && fast
+            .iter()
+            .any(|a| matches!(a.hook, Hook::BtfTracepoint(_)))
+    {
+        bail!("no kernel BTF (/sys/kernel/btf/vmlinux)");
+    }
     for attachment in fast {
-        let Hook::TailCall { index } = attachment.hook else {
+        let Hook::TailCall {
+            map,
+            index,
+            btf: is_btf,
+        } = attachment.hook
+        else {
             continue;
         };
         injected(&attachment.program, failing)?;
-        let program: &mut RawTracePoint = ebpf
+        let program = ebpf
             .program_mut(&attachment.program)
-            .with_context(|| format!("program {} not in the object", attachment.program))?
-            .try_into()?;
-        program
-            .load()
-            .with_context(|| format!("verifier: {}", attachment.program))?;
-        handlers.push((index, program.fd()?.try_clone()?));
-    }
-    let mut array = ProgramArray::try_from(
-        ebpf.map_mut(maps::EXIT_PROGS)
-            .context("EXIT_PROGS map not in the object")?,
-    )?;
-    for (index, fd) in &handlers {
+            .with_context(|| format!("program {} not in the object", attachment.program))?;
+        let fd = match (is_btf, btf) {
+            (true, Some(btf)) => {
+                let p: &mut BtfTracePoint = program.try_into()?;
+                p.load(SYS_EXIT, btf)
+                    .with_context(|| format!("verifier: {}", attachment.program))?;
+                p.fd()?.try_clone()?
+            }
+            _ => {
+                let p: &mut RawTracePoint = program.try_into()?;
+                p.load()
+                    .with_context(|| format!("verifier: {}", attachment.program))?;
+                p.fd()?.try_clone()?
+            }
+        };
+        let mut array =
+            ProgramArray::try_from(ebpf.map_mut(map).with_context(|| format!("{map} map"))?)?;
         array
-            .set(*index, fd, 0)
-            .with_context(|| format!("EXIT_PROGS[{index}]"))?;
+            .set(index, &fd, 0)
+            .with_context(|| format!("{map}[{index}]"))?;
     }
-    injected(FAST_DISPATCHER, failing)?;
-    let dispatcher: &mut RawTracePoint = ebpf
-        .program_mut(FAST_DISPATCHER)
-        .context("program sys_exit not in the object")?
-        .try_into()?;
-    dispatcher.load().context("verifier: sys_exit")?;
-    let id = dispatcher
-        .attach(FAST_DISPATCHER)
-        .context("attaching raw tracepoint sys_exit")?;
-    Ok(dispatcher.take_link(id)?)
+    for attachment in fast {
+        injected(&attachment.program, failing)?;
+        let program = ebpf
+            .program_mut(&attachment.program)
+            .with_context(|| format!("program {} not in the object", attachment.program))?;
+        match (&attachment.hook, btf) {
+            (Hook::BtfTracepoint(target), Some(btf)) => {
+                let p: &mut BtfTracePoint = program.try_into()?;
+                p.load(target, btf)
+                    .with_context(|| format!("verifier: {}", attachment.program))?;
+                let id = p
+                    .attach()
+                    .with_context(|| format!("attaching tp_btf {target}"))?;
+                return Ok(Link::Btf(p.take_link(id)?));
+            }
+            (Hook::RawTracepoint(target), _) => {
+                let p: &mut RawTracePoint = program.try_into()?;
+                p.load()
+                    .with_context(|| format!("verifier: {}", attachment.program))?;
+                let id = p
+                    .attach(target)
+                    .with_context(|| format!("attaching raw tracepoint {target}"))?;
+                return Ok(Link::Raw(p.take_link(id)?));
+            }
+            _ => {}
+        }
+    }
+    bail!("no dispatcher in the fast path's table")
 }
 
 /// Attaches classic tracepoints from parallel threads: attaching one waits for
@@ -389,23 +501,29 @@ mod tests {
     #[test]
     fn table_has_both_paths_for_every_syscall() {
         let table = attach_table();
-        assert_eq!(table.len(), 1 + 3 * Syscall::ALL.len() + 1);
+        assert_eq!(table.len(), 2 + 4 * Syscall::ALL.len() + 2);
         let has = |program: &str, path: Path| {
             table.iter().any(|a| a.program == program && a.path == path)
         };
         assert!(has("sys_exit", Path::Fast));
+        assert!(has("sys_exit_btf", Path::FastBtf));
         assert!(has("exit_recvmmsg", Path::Fast));
+        assert!(has("btf_exit_recvmmsg", Path::FastBtf));
         assert!(has("sys_enter_recvmmsg", Path::Tracepoints));
         assert!(has("sys_exit_accept4", Path::Tracepoints));
         assert!(has("inet_sock_set_state", Path::Both));
+        assert!(has("capture_exec", Path::Both));
         // Handlers sit at their syscall's code, which the dispatcher indexes by.
         for s in Syscall::ALL {
-            assert!(
-                table
-                    .iter()
-                    .any(|a| a.program == format!("exit_{}", s.name())
-                        && a.hook == Hook::TailCall { index: s as u32 })
-            );
+            for (prefix, btf) in [("exit_", false), ("btf_exit_", true)] {
+                assert!(
+                    table
+                        .iter()
+                        .any(|a| a.program == format!("{prefix}{}", s.name())
+                            && matches!(a.hook, Hook::TailCall { index, btf: b, .. }
+                        if index == s as u32 && b == btf))
+                );
+            }
         }
     }
 
@@ -437,14 +555,22 @@ mod tests {
     fn the_report_says_which_path_and_why() {
         let fast = PathReport {
             path: CapturePath::Fast,
+            dispatcher: Some("tp_btf"),
             fast_error: None,
         };
+        assert!(fast.to_string().starts_with("fast: tp_btf sys_exit"));
+        let raw = PathReport {
+            path: CapturePath::Fast,
+            dispatcher: Some("raw_tracepoint"),
+            fast_error: Some("sys_exit_btf: refused".into()),
+        };
         assert!(
-            fast.to_string()
-                .starts_with("fast: raw_tracepoint sys_exit")
+            raw.to_string()
+                .contains("(tp_btf unavailable: sys_exit_btf: refused)")
         );
         let fallback = PathReport {
             path: CapturePath::Tracepoints,
+            dispatcher: None,
             fast_error: Some("sys_exit: refused".into()),
         };
         assert!(

@@ -5,7 +5,7 @@ pub mod event;
 pub mod loader;
 pub mod reader;
 
-use agent_common::{Loss, SockInfo, SockKey, flags, maps};
+use agent_common::{Loss, SockInfo, SockKey, flags, maps, verdict};
 use anyhow::Context as _;
 use aya::{
     Ebpf,
@@ -34,6 +34,7 @@ pub struct Capture {
     links: Vec<loader::Link>,
     losses: PerCpuArray<MapData, u64>,
     sockets: HashMap<MapData, SockKey, SockInfo>,
+    verdicts: HashMap<MapData, u32, u32>,
 }
 
 impl Capture {
@@ -63,12 +64,14 @@ impl Capture {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("EVENTS map")?)?;
         let losses = PerCpuArray::try_from(ebpf.take_map(maps::LOSSES).context("LOSSES map")?)?;
         let sockets = HashMap::try_from(ebpf.take_map(maps::SOCKETS).context("SOCKETS map")?)?;
+        let verdicts = HashMap::try_from(ebpf.take_map(maps::VERDICTS).context("VERDICTS map")?)?;
         Ok(Started {
             capture: Capture {
                 _ebpf: ebpf,
                 links,
                 losses,
                 sockets,
+                verdicts,
             },
             ring,
             attached: results,
@@ -109,13 +112,29 @@ impl Capture {
     /// Tells the kernel to skip this socket from now on (not an IP socket), unless
     /// the fd has meanwhile been reused for another connection.
     pub fn ignore(&mut self, tgid: u32, fd: i32, conn_id: u64) {
+        self.set_flag(tgid, fd, conn_id, flags::IGNORED);
+    }
+
+    /// Tells the kernel to stop copying this connection's data (no parser
+    /// wants it, or the filters exclude it); its close is still reported.
+    pub fn mark_opaque(&mut self, tgid: u32, fd: i32, conn_id: u64) {
+        self.set_flag(tgid, fd, conn_id, flags::OPAQUE);
+    }
+
+    fn set_flag(&mut self, tgid: u32, fd: i32, conn_id: u64, flag: u32) {
         let key = SockKey { tgid, fd };
         if let Ok(mut info) = self.sockets.get(&key, 0)
             && info.conn_id == conn_id
         {
-            info.flags |= flags::IGNORED;
+            info.flags |= flag;
             let _ = self.sockets.insert(key, info, 0);
         }
+    }
+
+    /// Tells the kernel to skip this process's syscalls until it execs
+    /// (`--pid`/`--exe` exclude it).
+    pub fn deny(&mut self, tgid: u32) {
+        let _ = self.verdicts.insert(tgid, verdict::DENIED, 0);
     }
 }
 

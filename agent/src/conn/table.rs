@@ -63,6 +63,8 @@ pub struct Conn {
     pub streams: [Stream; 2],
     /// What the connection carries and its parser state.
     pub protocol: crate::flows::Protocol,
+    /// The kernel was told to skip this connection's data (flag `OPAQUE`).
+    pub kernel_opaque: bool,
 }
 
 impl Conn {
@@ -203,6 +205,7 @@ impl ConnTable {
             last_ns: event.ts_ns,
             streams: [Stream::new(self.stream_cap), Stream::new(self.stream_cap)],
             protocol: crate::flows::Protocol::default(),
+            kernel_opaque: false,
         };
         if let Some((old_key, old)) = self.conns.push(key, conn)
             && old_key != key

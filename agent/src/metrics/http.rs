@@ -132,9 +132,10 @@ impl HttpMetrics {
                 &mut self.client_response_size,
             ),
         };
-        duration.record_pairs(labels, m.duration_ns as f64 / 1e9);
-        req.record_pairs(labels, m.request_body_bytes as f64);
-        resp.record_pairs(labels, m.response_body_bytes as f64);
+        let hash = super::hash_pairs(labels);
+        duration.record_hashed(labels, hash, m.duration_ns as f64 / 1e9);
+        req.record_hashed(labels, hash, m.request_body_bytes as f64);
+        resp.record_hashed(labels, hash, m.response_body_bytes as f64);
     }
 
     /// Records one HTTP span (every span, sampled or not).

@@ -164,11 +164,30 @@ pub fn render(http: &HttpMetrics, dns: &DnsMetrics, s: &Snapshot) -> String {
         "Payload bytes moved by traced syscalls beyond the capture cap.",
         &one(s.bytes_not_captured),
     );
+    let is_skip = |name: &str| {
+        agent_common::Loss::ALL
+            .iter()
+            .any(|l| l.name() == name && l.is_skip())
+    };
     let mut dropped: Vec<(String, u64)> = s
         .kernel_losses
         .iter()
+        .filter(|(r, _)| !is_skip(r))
         .map(|(r, n)| (format!("kernel_{r}"), *n))
         .collect();
+    let skipped: Vec<(String, u64)> = s
+        .kernel_losses
+        .iter()
+        .filter(|(r, _)| is_skip(r))
+        .map(|(r, n)| (r.to_string(), *n))
+        .collect();
+    scalar(
+        &mut out,
+        "agent_kernel_skipped_total",
+        "counter",
+        "Syscalls the kernel skipped by design: data of opaque connections, excluded processes.",
+        &by("reason", skipped),
+    );
     dropped.push(("queue_full".into(), s.dropped_queue_full));
     dropped.push(("tap_full".into(), s.dropped_tap_full));
     dropped.push(("resolver_full".into(), s.dropped_resolver_full));
@@ -305,6 +324,13 @@ pub fn render(http: &HttpMetrics, dns: &DnsMetrics, s: &Snapshot) -> String {
         "counter",
         "Connections evicted from the full table.",
         &one(s.connections_evicted),
+    );
+    scalar(
+        &mut out,
+        "agent_connections_opaque_total",
+        "counter",
+        "Connections whose data the kernel skips: no parser wants them, or --port excludes them.",
+        &one(s.connections_opaque),
     );
     scalar(
         &mut out,

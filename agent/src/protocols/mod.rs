@@ -4,3 +4,4 @@
 
 pub mod dns;
 pub mod http1;
+pub mod http2;

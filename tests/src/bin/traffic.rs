@@ -102,6 +102,18 @@ fn rw(pair: &TcpPair) {
     assert_eq!(read_exact(c, payloads::RESPONSE.len()), payloads::RESPONSE);
 }
 
+/// Bytes no parser knows, in many writes with pauses between them: the agent
+/// gives up on the connection and the kernel stops copying it.
+fn opaque(pair: &TcpPair) {
+    let (c, s) = (pair.client.as_raw_fd(), pair.server.as_raw_fd());
+    let chunk: Vec<u8> = (0..512).map(|i| (i % 7) as u8).collect();
+    for _ in 0..payloads::OPAQUE_WRITES {
+        write_all(c, &chunk);
+        assert_eq!(read_exact(s, chunk.len()), chunk);
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// send / recv (glibc: sendto / recvfrom with no address).
 fn sendrecv(pair: &TcpPair) {
     let (c, s) = (pair.client.as_raw_fd(), pair.server.as_raw_fd());
@@ -333,7 +345,7 @@ fn main() {
     let scenario = args.next().expect("usage: traffic SCENARIO [--wait]");
     let wait = args.next().as_deref() == Some("--wait");
     let report = match scenario.as_str() {
-        "rw" | "sendrecv" | "msg" | "vec" | "big" => {
+        "rw" | "sendrecv" | "msg" | "vec" | "big" | "opaque" => {
             let pair = tcp_pair();
             if wait {
                 wait_for_go();
@@ -343,6 +355,7 @@ fn main() {
                 "sendrecv" => sendrecv(&pair),
                 "msg" => msg(&pair),
                 "vec" => vec(&pair),
+                "opaque" => opaque(&pair),
                 _ => big(&pair),
             }
             e2e::Report {

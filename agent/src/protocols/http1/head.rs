@@ -98,9 +98,15 @@ fn too_long<T>(buf: &[u8], parsed: Parsed<T>) -> Result<Parsed<T>, HeadError> {
 pub type CaptureHeaders = [String];
 
 pub fn parse_request(buf: &[u8], capture: &CaptureHeaders) -> Result<Parsed<Request>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut storage);
-    let parsed = match req.parse(buf).map_err(HeadError::Invalid)? {
+    // Uninitialised header slots: initialising all of them costs more than
+    // parsing a typical head.
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = match req
+        .parse_with_uninit_headers(buf, &mut storage)
+        .map_err(HeadError::Invalid)?
+    {
         httparse::Status::Partial => Parsed::Partial,
         httparse::Status::Complete(head_len) => Parsed::Complete(Request {
             method: req.method.ok_or(HeadError::Encoding)?.to_string(),
@@ -114,9 +120,13 @@ pub fn parse_request(buf: &[u8], capture: &CaptureHeaders) -> Result<Parsed<Requ
 }
 
 pub fn parse_response(buf: &[u8], capture: &CaptureHeaders) -> Result<Parsed<Response>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    let parsed = match resp.parse(buf).map_err(HeadError::Invalid)? {
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut storage)
+        .map_err(HeadError::Invalid)?
+    {
         httparse::Status::Partial => Parsed::Partial,
         httparse::Status::Complete(head_len) => Parsed::Complete(Response {
             status: resp.code.unwrap_or(0),

@@ -177,19 +177,25 @@ impl Reader {
             match &mut self.state {
                 State::Resync | State::Tunnel => return,
                 State::Head => {
-                    if self.head.is_empty() {
+                    // A whole head in one syscall is the common case: it is
+                    // parsed where it lies, and only bytes that must wait for
+                    // more are copied.
+                    let in_place = self.head.is_empty();
+                    if in_place {
                         self.head_start_ns = ts;
+                    } else {
+                        self.head.extend_from_slice(data);
                     }
-                    self.head.extend_from_slice(data);
+                    let buf: &[u8] = if in_place { data } else { &self.head };
                     let parsed = match self.kind {
                         Kind::Request => {
-                            parse_request(&self.head, &self.capture.headers).map(|p| match p {
+                            parse_request(buf, &self.capture.headers).map(|p| match p {
                                 Parsed::Complete(r) => Some((r.head_len, Head::Request(r))),
                                 Parsed::Partial => None,
                             })
                         }
                         Kind::Response => {
-                            parse_response(&self.head, &self.capture.headers).map(|p| match p {
+                            parse_response(buf, &self.capture.headers).map(|p| match p {
                                 Parsed::Complete(r) => Some((r.head_len, Head::Response(r))),
                                 Parsed::Partial => None,
                             })
@@ -197,13 +203,22 @@ impl Reader {
                     };
                     match parsed {
                         Ok(Some((len, head))) => {
-                            rest = self.head.split_off(len);
-                            self.head.clear();
+                            if in_place {
+                                data = &data[len..];
+                            } else {
+                                rest = self.head.split_off(len);
+                                self.head.clear();
+                                data = &rest;
+                            }
                             self.start_body(framing(&head), ts, out, head);
-                            data = &rest;
                             quiet = false;
                         }
-                        Ok(None) => return,
+                        Ok(None) => {
+                            if in_place {
+                                self.head.extend_from_slice(data);
+                            }
+                            return;
+                        }
                         Err(e) => {
                             self.lose_sync(HeadError::reason(&e), quiet, out);
                             return;

@@ -1,0 +1,81 @@
+//! Programs for `cargo xtask bench syscalls`' breakdown only: each attaches
+//! alone to `sys_exit` and adds one piece of what the capture path does, so
+//! the bench can show where each 100 ns goes (an empty program, the register
+//! read, a hash lookup, the LRU update and delete the enter/exit state cost the
+//! tracepoint path, a ring buffer record). The agent never loads them.
+
+use agent_common::SockKey;
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint},
+    maps::{LruHashMap, RingBuf},
+    programs::RawTracePointContext,
+};
+
+use crate::SOCKETS;
+
+#[map(name = "BENCH_LRU")]
+static BENCH_LRU: LruHashMap<u64, [u64; 4]> = LruHashMap::with_max_entries(1024, 0);
+
+#[map(name = "BENCH_RING")]
+static BENCH_RING: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// 88 bytes of `struct pt_regs` from `r10`, as the dispatcher reads them.
+#[inline(always)]
+fn read_regs(ctx: &RawTracePointContext) -> u64 {
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: the kernel's pointer to this task's saved registers.
+    unsafe { bpf_probe_read_kernel((regs + 56) as *const [u64; 11]) }.map_or(0, |r| r[8])
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_empty(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_regs(ctx: RawTracePointContext) -> i32 {
+    core::hint::black_box(read_regs(&ctx));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_lookup(ctx: RawTracePointContext) -> i32 {
+    let nr = read_regs(&ctx);
+    let key = SockKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        fd: -1 - nr as i32,
+    };
+    // SAFETY: read at once.
+    core::hint::black_box(unsafe { SOCKETS.get(key) }.is_some());
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_lru(ctx: RawTracePointContext) -> i32 {
+    let nr = read_regs(&ctx);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = BENCH_LRU.insert(pid_tgid, [nr; 4], 0);
+    let _ = BENCH_LRU.remove(pid_tgid);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_ringbuf(ctx: RawTracePointContext) -> i32 {
+    let nr = read_regs(&ctx);
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    let _ = BENCH_RING.output::<[u64; 16]>(&[nr; 16], BPF_RB_NO_WAKEUP);
+    0
+}
+
+/// The register read as direct loads through the BTF-typed `regs` argument
+/// of a `tp_btf` program (no probe-read helper).
+#[aya_ebpf::macros::btf_tracepoint(function = "sys_exit")]
+pub fn bench_btf_regs(ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
+    let regs: *const u64 = ctx.arg(0);
+    // SAFETY: a BTF-typed pointer to `struct pt_regs`; the verifier checks the
+    // offset against its fields (orig_ax at 120).
+    let nr = unsafe { core::ptr::read_volatile(regs.add(15)) };
+    core::hint::black_box(nr);
+    0
+}
