@@ -327,6 +327,8 @@ fn start_nginx() -> anyhow::Result<Nginx> {
 struct AgentFigures {
     cpu_s: f64,
     peak_rss_mib: f64,
+    /// RSS at the end of the load (the peak is usually start-up: BTF parsing).
+    rss_mib: f64,
     server_spans: f64,
     client_spans: f64,
     events_received: f64,
@@ -360,6 +362,7 @@ impl AgentFigures {
             "cpu_us_per_request": j(self.cpu_s / requests * 1e6),
             "cpu_us_per_span": j(self.cpu_s / (2.0 * requests) * 1e6),
             "peak_rss_mib": j(self.peak_rss_mib),
+            "rss_mib": j(self.rss_mib),
             "server_spans": j(self.server_spans),
             "client_spans": j(self.client_spans),
             "events_received": j(self.events_received),
@@ -465,6 +468,7 @@ fn measure<T>(
         }
     }
     let peak_rss_mib = peak_rss_mib(pid)?;
+    let rss_mib = status_mib(pid, "VmRSS")?;
     let capture_path = agent.capture_path.clone();
     agent.stop().context("stopping the agent")?;
     let (s0, c0) = counts(&before);
@@ -487,6 +491,7 @@ fn measure<T>(
         agent: Some(AgentFigures {
             cpu_s,
             peak_rss_mib,
+            rss_mib,
             server_spans: s1 - s0,
             client_spans: c1 - c0,
             events_received: delta("agent_events_received_total"),
@@ -606,6 +611,9 @@ fn saturation(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
     });
     row("events dropped", &|m| {
         agent_cell(m, |a| num(a.dropped_total(), 0))
+    });
+    row("agent RSS after the load (MiB)", &|m| {
+        agent_cell(m, |a| num(a.rss_mib, 1))
     });
     row("agent peak RSS (MiB)", &|m| {
         agent_cell(m, |a| num(a.peak_rss_mib, 1))
@@ -739,6 +747,11 @@ fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
     row(
         "events dropped",
         &|m| agent_cell(m, |a| num(a.dropped_total(), 0)),
+        String::new(),
+    );
+    row(
+        "agent RSS after the load (MiB)",
+        &|m| agent_cell(m, |a| num(a.rss_mib, 1)),
         String::new(),
     );
     row(
