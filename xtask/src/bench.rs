@@ -22,16 +22,18 @@ use crate::{
 };
 
 fn run_bench(iterations: u64) -> anyhow::Result<Value> {
-    let exe = workspace_root().join("target/release/syscall_bench");
+    run_json("syscall_bench", iterations)
+}
+
+/// Runs one of the release bench binaries with `iterations`; its JSON output.
+fn run_json(binary: &str, iterations: u64) -> anyhow::Result<Value> {
+    let exe = workspace_root().join("target/release").join(binary);
     let out = Command::new(&exe)
         .arg(iterations.to_string())
         .output()
         .with_context(|| format!("running {}", exe.display()))?;
     if !out.status.success() {
-        bail!(
-            "syscall_bench failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{binary} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -343,18 +345,7 @@ pub fn run(iterations: u64) -> anyhow::Result<()> {
 /// of the agent's object at a time to `sys_exit` (no agent running) and
 /// measures a `/dev/null` write under it.
 fn breakdown(iterations: u64) -> anyhow::Result<Value> {
-    let exe = workspace_root().join("target/release/kernel_breakdown");
-    let out = Command::new(&exe)
-        .arg(iterations.to_string())
-        .output()
-        .with_context(|| format!("running {}", exe.display()))?;
-    if !out.status.success() {
-        bail!(
-            "kernel_breakdown failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let cases: Value = serde_json::from_slice(&out.stdout)?;
+    let cases = run_json("kernel_breakdown", iterations)?;
     println!();
     println!(
         "breakdown: CPU ns per 64-byte /dev/null write with one program on sys_exit \

@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     discovery::Resource,
-    metrics::{DURATION_BUCKETS, SIZE_BUCKETS, http::labels},
+    metrics::{DURATION_BUCKETS, SIZE_BUCKETS},
     self_metrics::SelfMetrics,
     spans::{Span, SpanKind, Status, Value, measure::Measure},
 };
@@ -598,30 +598,6 @@ impl OtlpMetrics {
             meters.duration[i].record(m.duration_ns as f64 / 1e9, &attrs);
             meters.request_size[i].record(m.request_body_bytes, &attrs);
             meters.response_size[i].record(m.response_body_bytes, &attrs);
-        });
-    }
-
-    /// Records an HTTP span (every span, sampled or not).
-    pub fn record(&self, span: &Span) {
-        let attrs: Vec<KeyValue> = labels(span)
-            .into_iter()
-            .filter(|(k, _)| *k != "service.name")
-            .map(|(k, v)| match k {
-                "http.response.status_code" | "server.port" => {
-                    KeyValue::new(k, v.parse::<i64>().unwrap_or(0))
-                }
-                _ => KeyValue::new(k, v),
-            })
-            .collect();
-        let size = |key: &str| match span.attribute(key) {
-            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
-            _ => 0,
-        };
-        let i = index(span.kind);
-        self.with_meters(&span.resource, |meters| {
-            meters.duration[i].record(span.duration_ns() as f64 / 1e9, &attrs);
-            meters.request_size[i].record(size("http.request.body.size"), &attrs);
-            meters.response_size[i].record(size("http.response.body.size"), &attrs);
         });
     }
 

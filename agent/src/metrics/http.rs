@@ -35,6 +35,8 @@ const CLIENT_LABELS: &[&str] = &[
 ];
 
 /// Metric attributes of an HTTP span: the bounded ones, and `service.name`.
+/// Requests are recorded from a [`Measure`] without building the span; this is
+/// the definition its labels are tested against.
 pub fn labels(span: &Span) -> Labels {
     let names = match span.kind {
         SpanKind::Server => SERVER_LABELS,
@@ -136,30 +138,5 @@ impl HttpMetrics {
         duration.record_hashed(labels, hash, m.duration_ns as f64 / 1e9);
         req.record_hashed(labels, hash, m.request_body_bytes as f64);
         resp.record_hashed(labels, hash, m.response_body_bytes as f64);
-    }
-
-    /// Records one HTTP span (every span, sampled or not).
-    pub fn record(&mut self, span: &Span) {
-        let labels = labels(span);
-        let size = |key: &str| match span.attribute(key) {
-            Some(Value::Int(n)) => *n as f64,
-            _ => 0.0,
-        };
-        let seconds = span.duration_ns() as f64 / 1e9;
-        let (duration, req, resp) = match span.kind {
-            SpanKind::Server => (
-                &mut self.server_duration,
-                &mut self.server_request_size,
-                &mut self.server_response_size,
-            ),
-            SpanKind::Client => (
-                &mut self.client_duration,
-                &mut self.client_request_size,
-                &mut self.client_response_size,
-            ),
-        };
-        duration.record_sorted(&labels, seconds);
-        req.record_sorted(&labels, size("http.request.body.size"));
-        resp.record_sorted(&labels, size("http.response.body.size"));
     }
 }
