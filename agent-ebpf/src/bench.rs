@@ -79,3 +79,79 @@ pub fn bench_btf_regs(ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
     core::hint::black_box(nr);
     0
 }
+
+/// `write`'s buffer (argument 1, in `si`) as the handlers see it.
+#[inline(always)]
+fn write_buffer(ctx: &RawTracePointContext) -> u64 {
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: the kernel's pointer to this task's saved registers.
+    unsafe { bpf_probe_read_kernel((regs + 56) as *const [u64; 11]) }.map_or(0, |r| r[6])
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_ktime(ctx: RawTracePointContext) -> i32 {
+    core::hint::black_box(read_regs(&ctx));
+    // SAFETY: helper without preconditions.
+    core::hint::black_box(unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() });
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_comm(ctx: RawTracePointContext) -> i32 {
+    core::hint::black_box(read_regs(&ctx));
+    core::hint::black_box(aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]));
+    0
+}
+
+#[map(name = "BENCH_SCRATCH")]
+static BENCH_SCRATCH: aya_ebpf::maps::PerCpuArray<[u8; 256]> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_copy(ctx: RawTracePointContext) -> i32 {
+    let buf = write_buffer(&ctx);
+    if let Some(dst) = BENCH_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: 64 bytes into a 256-byte per-CPU buffer; the helper checks
+        // the user pointer.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), 64, buf as *const _);
+        }
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_output(ctx: RawTracePointContext) -> i32 {
+    core::hint::black_box(read_regs(&ctx));
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    if let Some(src) = BENCH_SCRATCH.get_ptr(0) {
+        // SAFETY: 168 bytes (an event header and 64 payload bytes) of a
+        // 256-byte per-CPU buffer.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_ringbuf_output(
+                core::ptr::from_ref(&BENCH_RING).cast_mut().cast(),
+                src.cast_mut().cast(),
+                168,
+                BPF_RB_NO_WAKEUP,
+            );
+        }
+    }
+    0
+}
+
+#[map(name = "BENCH_PROGS")]
+static BENCH_PROGS: aya_ebpf::maps::ProgramArray =
+    aya_ebpf::maps::ProgramArray::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_tail(ctx: RawTracePointContext) -> i32 {
+    core::hint::black_box(read_regs(&ctx));
+    // SAFETY: jumps to `bench_tail_target` (slot 0), which returns at once.
+    unsafe { BENCH_PROGS.tail_call(&ctx, 0) };
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bench_tail_target(_ctx: RawTracePointContext) -> i32 {
+    0
+}

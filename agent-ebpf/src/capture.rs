@@ -273,7 +273,11 @@ fn socket_for_data(
             if SOCKETS.insert(key, info, 0).is_err() {
                 count_loss(Loss::SocketTableInsert);
             }
-            info
+            // The first event of this socket names its thread (not stored).
+            SockInfo {
+                flags: info.flags | flags::HAS_COMM,
+                ..info
+            }
         }
         None => return None,
     };
@@ -316,7 +320,14 @@ fn fill_header(
     header.bytes = 0;
     header.captured = 0;
     header.direction = 0;
-    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Once per connection: its accept/connect, or the data event that found
+    // the socket (`socket_for_data` marks that one).
+    if event_kind != kind::DATA || info.flags & flags::HAS_COMM != 0 {
+        header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        header.flags |= flags::HAS_COMM;
+    } else {
+        header.comm = [0; 16];
+    }
     header.addr_len = 0;
 }
 

@@ -323,6 +323,17 @@ impl Processor {
     }
 
     fn handle(&mut self, mut event: Event) {
+        let key = ConnKey {
+            tgid: event.tgid,
+            fd: event.fd,
+            conn_id: event.conn_id,
+        };
+        // The kernel names the thread once per connection.
+        if event.comm.is_empty()
+            && let Some(conn) = self.table.get(&key)
+        {
+            event.comm = conn.comm;
+        }
         if !self.filter.process_allowed(event.tgid, event.comm) {
             SelfMetrics::add(&self.metrics.events_filtered, 1);
             // The kernel skips it from now on (until it execs); only events
@@ -336,11 +347,6 @@ impl Processor {
                 .saturating_sub(event.payload.len() as u64);
             SelfMetrics::add(&self.metrics.bytes_not_captured, missed);
         }
-        let key = ConnKey {
-            tgid: event.tgid,
-            fd: event.fd,
-            conn_id: event.conn_id,
-        };
         // The payload moves into the connection's stream; a copy is kept only
         // when someone watches raw events.
         let observing = self.stdout_events || self.taps.events.is_some();

@@ -123,6 +123,13 @@ fn assert_connection(events: &[Observed], report: &Report) -> (u64, u64) {
 async fn tcp_exchange(scenario: &str, egress: &str, ingress: &str) {
     let (report, events, agent) = run(scenario).await;
     let (client_id, server_id) = assert_connection(&events, &report);
+    // The kernel names the thread once per connection; every event still
+    // carries it.
+    assert!(
+        events.iter().all(|e| e.comm == "traffic"),
+        "comm: {:?}",
+        events.iter().map(|e| &e.comm).collect::<Vec<_>>()
+    );
     let (request, response) = if scenario == "msg" || scenario == "vec" {
         (payloads::MSG_PARTS.concat(), Vec::new())
     } else {

@@ -24,8 +24,9 @@ use aya::{
 
 const ROUNDS: usize = 7;
 
-/// The programs, in the order each adds one piece; `true`: a `tp_btf` one.
-const CASES: [(&str, Option<(&str, bool)>); 7] = [
+/// The programs; `true`: a `tp_btf` one. Every `+` row is the register read
+/// plus one piece of what a traced syscall costs.
+const CASES: [(&str, Option<(&str, bool)>); 12] = [
     ("nothing attached", None),
     ("empty raw_tracepoint program", Some(("bench_empty", false))),
     (
@@ -33,11 +34,25 @@ const CASES: [(&str, Option<(&str, bool)>); 7] = [
         Some(("bench_regs", false)),
     ),
     ("tp_btf: register loads", Some(("bench_btf_regs", true))),
-    ("+ hash lookup", Some(("bench_lookup", false))),
-    ("+ LRU update and delete", Some(("bench_lru", false))),
     (
-        "+ ring buffer record (128 B)",
+        "+ hash lookup (socket table miss)",
+        Some(("bench_lookup", false)),
+    ),
+    ("+ tail call", Some(("bench_tail", false))),
+    ("+ bpf_ktime_get_ns", Some(("bench_ktime", false))),
+    ("+ bpf_get_current_comm", Some(("bench_comm", false))),
+    ("+ 64 B bpf_probe_read_user", Some(("bench_copy", false))),
+    (
+        "+ ring buffer output (168 B)",
+        Some(("bench_output", false)),
+    ),
+    (
+        "+ ring buffer output (128 B, stack)",
         Some(("bench_ringbuf", false)),
+    ),
+    (
+        "+ LRU update and delete (the old enter/exit state)",
+        Some(("bench_lru", false)),
     ),
 ];
 
@@ -88,6 +103,17 @@ fn main() -> anyhow::Result<()> {
     };
     let devnull = File::options().write(true).open("/dev/null")?;
     let btf = aya::Btf::from_sys_fs()?;
+    {
+        let target: &mut RawTracePoint = ebpf
+            .program_mut("bench_tail_target")
+            .context("bench_tail_target")?
+            .try_into()?;
+        target.load()?;
+        let fd = target.fd()?.try_clone()?;
+        let mut progs =
+            aya::maps::ProgramArray::try_from(ebpf.map_mut("BENCH_PROGS").context("BENCH_PROGS")?)?;
+        progs.set(0, &fd, 0)?;
+    }
     let mut out = Vec::new();
     for (name, program) in CASES {
         let ns = match program {
