@@ -300,6 +300,17 @@ fn scratch() -> Result<&'static mut Scratch, Loss> {
     }
 }
 
+/// The thread's name when this event carries it (`info.flags & HAS_COMM`),
+/// else zeros.
+#[inline(always)]
+fn comm_for(info: &SockInfo) -> [u8; 16] {
+    if info.flags & flags::HAS_COMM != 0 {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    } else {
+        [0; 16]
+    }
+}
+
 #[inline(always)]
 fn fill_header(
     header: &mut EventHeader,
@@ -308,6 +319,7 @@ fn fill_header(
     fd: i32,
     info: &SockInfo,
     syscall: u32,
+    comm: [u8; 16],
 ) {
     header.kind = event_kind;
     header.flags = info.flags;
@@ -320,14 +332,7 @@ fn fill_header(
     header.bytes = 0;
     header.captured = 0;
     header.direction = 0;
-    // Once per connection: its accept/connect, or the data event that found
-    // the socket (`socket_for_data` marks that one).
-    if event_kind != kind::DATA || info.flags & flags::HAS_COMM != 0 {
-        header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        header.flags |= flags::HAS_COMM;
-    } else {
-        header.comm = [0; 16];
-    }
+    header.comm = comm;
     header.addr_len = 0;
 }
 
@@ -356,7 +361,21 @@ fn emit_conn(
     addr_ptr: u64,
 ) -> Result<(), Loss> {
     let buf = scratch()?;
-    fill_header(&mut buf.header, event_kind, pid_tgid, fd, info, syscall);
+    // Connection events always name the thread.
+    let info = SockInfo {
+        flags: info.flags | flags::HAS_COMM,
+        ..*info
+    };
+    let comm = comm_for(&info);
+    fill_header(
+        &mut buf.header,
+        event_kind,
+        pid_tgid,
+        fd,
+        &info,
+        syscall,
+        comm,
+    );
     buf.header.bytes = ret;
     read_addr(&mut buf.header, addr_ptr);
     EVENTS
@@ -459,6 +478,7 @@ fn begin_data(
     call: &PendingCall,
     syscall: Syscall,
     bytes: i64,
+    comm: [u8; 16],
 ) -> Result<&'static mut Scratch, Loss> {
     let buf = scratch()?;
     fill_header(
@@ -468,6 +488,7 @@ fn begin_data(
         call.fd,
         info,
         call.syscall,
+        comm,
     );
     buf.header.bytes = bytes;
     buf.header.direction = if syscall.is_egress() {
@@ -490,7 +511,7 @@ fn on_data(
     let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
         return Ok(());
     };
-    let buf = begin_data(pid_tgid, &info, call, syscall, ret)?;
+    let buf = begin_data(pid_tgid, &info, call, syscall, ret, comm_for(&info))?;
     let want = if (ret as u64) < cap() as u64 {
         ret as u32
     } else {
@@ -552,6 +573,13 @@ fn on_mmsg(
     let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
         return Ok(());
     };
+    // Always named: these are rare (resolvers), and one branch on it kept
+    // through the message loop doubles the verifier's states past its limit.
+    let info = SockInfo {
+        flags: info.flags | flags::HAS_COMM,
+        ..info
+    };
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     for i in 0..MAX_MMSG as u64 {
         if i >= ret as u64 {
             break;
@@ -562,7 +590,7 @@ fn on_mmsg(
             count_loss(Loss::CopyFailed);
             continue;
         };
-        let buf = begin_data(pid_tgid, &info, call, syscall, len as i64)?;
+        let buf = begin_data(pid_tgid, &info, call, syscall, len as i64, comm)?;
         let want = if len < cap() { len } else { cap() };
         let captured = copy_msghdr(buf, msg, want).unwrap_or_else(|reason| {
             count_loss(reason);
