@@ -129,6 +129,8 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     let capture = Arc::new(Mutex::new(capture));
     let metrics = Arc::new(SelfMetrics::default());
     SelfMetrics::set(&metrics.queue_capacity, settings.event_queue as u64);
+    // `/readyz`: true once the programs are attached and the reader runs.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     // OTLP: spans through a bounded queue to their exporter task; metrics
     // recorded per service and collected by theirs.
@@ -178,7 +180,9 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
                 let dns = dns.lock().unwrap_or_else(PoisonError::into_inner);
                 crate::metrics::prometheus::render(&http, &dns, &snapshot)
             });
-            let bound = prometheus_server::serve(addr, render, shutdown_rx.clone()).await?;
+            let bound =
+                prometheus_server::serve(addr, render, Arc::clone(&ready), shutdown_rx.clone())
+                    .await?;
             tracing::info!(address = %bound, "Prometheus metrics at http://{bound}/metrics");
             Some(bound)
         }
@@ -226,6 +230,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         }
     });
     let processor = tokio::spawn(processor.run(rx, resolved_rx));
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let profiling = match sampler {
         Some(sampler) => Some(Profiling::start(
             &settings.profiling,

@@ -119,6 +119,57 @@ fn check_reports_every_capability_and_says_it_can_run() {
     assert!(text.contains("agent can run"));
 }
 
+/// `GET path` on `addr`: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn health_and_readiness_probes() {
+    if !privileged("health_and_readiness_probes") {
+        return;
+    }
+    let mut child = agent()
+        .args(["--log-format", "json", "--prometheus-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    let line = wait_line(&stderr, "the metrics address", |l| {
+        l.contains("Prometheus metrics at http://")
+    });
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("address in the log line")
+        .to_string();
+    wait_line(&stderr, "capturing", |l| l.contains("capturing socket I/O"));
+    assert_eq!(http_get(&addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(http_get(&addr, "/metrics").0, 200);
+    let (status, _) = terminate(&mut child);
+    assert!(status.success());
+}
+
 #[test]
 fn fallback_path_is_taken_when_the_fast_one_is_unavailable() {
     let test = "fallback_path_is_taken_when_the_fast_one_is_unavailable";

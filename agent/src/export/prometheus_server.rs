@@ -1,7 +1,17 @@
 //! `GET /metrics` on `--prometheus-listen` (default `127.0.0.1:9464`, the port
-//! registered for OpenTelemetry Prometheus exporters).
+//! registered for OpenTelemetry Prometheus exporters), and the probes
+//! orchestrators use: `/healthz` (the process serves) and `/readyz` (the
+//! kernel programs are attached and the pipeline runs; never a backend's
+//! reachability — a collector being down must not take the agent out).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -21,6 +31,7 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn serve(
     addr: SocketAddr,
     render: Render,
+    ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
@@ -40,10 +51,12 @@ pub async fn serve(
                 _ = shutdown.changed() => break,
             };
             let render = Arc::clone(&render);
+            let ready = Arc::clone(&ready);
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
                     let render = Arc::clone(&render);
-                    async move { Ok::<_, Infallible>(respond(&req, &render)) }
+                    let ready = ready.load(Ordering::Relaxed);
+                    async move { Ok::<_, Infallible>(respond(&req, &render, ready)) }
                 });
                 if let Err(error) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -57,20 +70,35 @@ pub async fn serve(
     Ok(bound)
 }
 
-fn respond(req: &Request<Incoming>, render: &Render) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, CONTENT_TYPE, render()),
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Status, content type and body for a request (`metrics` renders on demand).
+fn route(
+    method: &Method,
+    path: &str,
+    ready: bool,
+    metrics: impl FnOnce() -> String,
+) -> (StatusCode, &'static str, String) {
+    match (method, path) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, CONTENT_TYPE, metrics()),
+        (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".into()),
+        (&Method::GET, "/readyz") if ready => (StatusCode::OK, TEXT, "ready\n".into()),
+        (&Method::GET, "/readyz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "starting: kernel programs not attached yet\n".into(),
+        ),
         (&Method::GET, "/") => (
             StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "agent: Prometheus metrics at /metrics\n".to_string(),
+            TEXT,
+            "agent: Prometheus metrics at /metrics, probes at /healthz and /readyz\n".into(),
         ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found\n".to_string(),
-        ),
-    };
+        _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
+    }
+}
+
+fn respond(req: &Request<Incoming>, render: &Render, ready: bool) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = route(req.method(), req.uri().path(), ready, || render());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {
@@ -79,4 +107,28 @@ fn respond(req: &Request<Incoming>, render: &Render) -> Response<Full<Bytes>> {
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_say_alive_and_ready_only_once_started() {
+        let get = |path: &str, ready: bool| {
+            let (status, _, body) = route(&Method::GET, path, ready, || "m".into());
+            (status.as_u16(), body)
+        };
+        assert_eq!(get("/healthz", false), (200, "ok\n".into()));
+        assert_eq!(get("/readyz", false).0, 503);
+        assert_eq!(get("/readyz", true), (200, "ready\n".into()));
+        assert_eq!(get("/metrics", true), (200, "m".into()));
+        assert_eq!(get("/nope", true).0, 404);
+        assert_eq!(
+            route(&Method::POST, "/metrics", true, || "m".into())
+                .0
+                .as_u16(),
+            404
+        );
+    }
 }
