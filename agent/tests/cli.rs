@@ -62,6 +62,29 @@ fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> boo
     panic!("no line with {what}; saw:\n{}", seen.join("\n"));
 }
 
+/// The agent with `--events` on one port and JSON logs, `env` set, and its
+/// stdout and stderr lines.
+fn events_agent(
+    port: u16,
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+    let mut cmd = agent();
+    cmd.args([
+        "--events",
+        "--log-format",
+        "json",
+        "--port",
+        &port.to_string(),
+    ])
+    .envs(env.iter().copied())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn agent");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    (child, stdout, stderr)
+}
+
 fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -228,22 +251,13 @@ fn fallback_path_is_taken_when_the_fast_one_is_unavailable() {
     // And the fallback captures: a request on a fresh port becomes events.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let mut child = agent()
-        .args([
-            "--events",
-            "--log-format",
-            "json",
-            "--port",
-            &port.to_string(),
-        ])
-        .env("AGENT_CAPTURE_PATH", "auto")
-        .env("AGENT_FAIL_ATTACH", "sys_exit_btf,sys_exit")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
-    let stdout = lines(child.stdout.take().expect("stdout"));
-    let stderr = lines(child.stderr.take().expect("stderr"));
+    let (mut child, stdout, stderr) = events_agent(
+        port,
+        &[
+            ("AGENT_CAPTURE_PATH", "auto"),
+            ("AGENT_FAIL_ATTACH", "sys_exit_btf,sys_exit"),
+        ],
+    );
     let ready = wait_line(&stderr, "capturing", |l| l.contains("capturing socket I/O"));
     assert!(ready.contains("tracepoints: syscalls"), "{ready}");
     let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -267,20 +281,7 @@ fn events_as_json_lines_then_clean_exit_on_sigterm() {
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let mut child = agent()
-        .args([
-            "--events",
-            "--log-format",
-            "json",
-            "--port",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
-    let stdout = lines(child.stdout.take().expect("stdout"));
-    let stderr = lines(child.stderr.take().expect("stderr"));
+    let (mut child, stdout, stderr) = events_agent(port, &[]);
 
     // Logs are JSON lines with timestamp, level and target.
     let ready = wait_line(&stderr, "capturing", |l| l.contains("capturing socket I/O"));

@@ -589,25 +589,14 @@ fn saturation(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
     row("nginx CPU µs/request", &|m| {
         num(m.nginx_cpu_s / m.load.requests as f64 * 1e6, 2)
     });
+    let per_request = |spans: f64, requests: u64| {
+        format!("{spans:.0}/{requests} = {:.4}", spans / requests as f64)
+    };
     row("server spans / requests", &|m| {
-        agent_cell(m, |a| {
-            format!(
-                "{:.0}/{} = {:.4}",
-                a.server_spans,
-                m.load.requests,
-                a.server_spans / m.load.requests as f64
-            )
-        })
+        agent_cell(m, |a| per_request(a.server_spans, m.load.requests))
     });
     row("client spans / requests", &|m| {
-        agent_cell(m, |a| {
-            format!(
-                "{:.0}/{} = {:.4}",
-                a.client_spans,
-                m.load.requests,
-                a.client_spans / m.load.requests as f64
-            )
-        })
+        agent_cell(m, |a| per_request(a.client_spans, m.load.requests))
     });
     row("events dropped", &|m| {
         agent_cell(m, |a| num(a.dropped_total(), 0))

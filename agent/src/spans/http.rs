@@ -61,18 +61,8 @@ fn body(key: &'static str, bytes: &[u8]) -> Option<(Cow<'static, str>, Value)> {
 
 /// Host and port from a `Host` header.
 fn split_host(host: &str) -> (String, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        let (ip, after) = rest.split_once(']').unwrap_or((rest, ""));
-        return (
-            ip.to_string(),
-            after.strip_prefix(':').and_then(|p| p.parse().ok()),
-        );
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h.to_string(), p.parse().ok()),
-        _ => (host.to_string(), None),
-    }
+    let (host, port) = super::measure::split_host(host);
+    (host.to_string(), port)
 }
 
 /// `error.type` and span status: 5xx on servers, 4xx and 5xx on clients.
@@ -213,11 +203,18 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocols::http1::head::{Headers, Request, Response};
 
-    fn exchange(method: &str, target: &str, status: u16, host: Option<&str>) -> Exchange {
+    /// An HTTP/1.1 exchange with a `curl/8` user agent (shared with the
+    /// `measure` tests).
+    pub(crate) fn exchange(
+        method: &str,
+        target: &str,
+        status: u16,
+        host: Option<&str>,
+    ) -> Exchange {
         Exchange {
             request: Request {
                 method: method.into(),

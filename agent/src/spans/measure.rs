@@ -141,40 +141,14 @@ mod tests {
     use super::*;
     use crate::{
         metrics::http::labels,
-        protocols::http1::{
-            Exchange,
-            head::{Headers, Request, Response},
-        },
+        protocols::http1::Exchange,
         spans::{SpanContext, http::span},
     };
 
     fn exchange(method: &str, status: u16, host: Option<&str>, minor: u8) -> Exchange {
-        Exchange {
-            request: Request {
-                method: method.into(),
-                target: "/users/7?x=1".into(),
-                minor_version: minor,
-                headers: Headers {
-                    host: host.map(str::to_string),
-                    ..Headers::default()
-                },
-                head_len: 0,
-            },
-            response: Response {
-                status,
-                minor_version: 1,
-                headers: Headers::default(),
-                head_len: 0,
-            },
-            request_start_ns: 10,
-            request_end_ns: 20,
-            response_start_ns: 30,
-            response_end_ns: 40,
-            request_body_bytes: 3,
-            response_body_bytes: 5,
-            request_body: Vec::new(),
-            response_body: Vec::new(),
-        }
+        let mut e = crate::spans::http::tests::exchange(method, "/users/7?x=1", status, host);
+        e.request.minor_version = minor;
+        e
     }
 
     #[test]
