@@ -156,7 +156,8 @@ fn dispatch<C: EbpfContext>(
     if !capture::worth_finishing(syscall, ret) {
         return;
     }
-    if r.cs == USER32_CS {
+    // The selector is the low 16 bits (with FRED the word carries more).
+    if r.cs & 0xffff == USER32_CS {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
