@@ -239,7 +239,7 @@ pub fn decode_with_node(pprof_gz_path: &Path) -> serde_json::Value {
         .arg(js.join("decode-pprof.mjs"))
         .arg(pprof_gz_path)
         .output()
-        .expect("node (install nodejs)");
+        .expect("node (Node.js with npm; `cargo xtask setup` says when it is missing)");
     assert!(
         out.status.success(),
         "node decoder: {}",

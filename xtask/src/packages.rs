@@ -2,11 +2,12 @@
 //! table, so a test that needs a new peer adds one line here.
 //!
 //! `cargo xtask setup` installs what is missing, tool by tool: a command that
-//! already works is never reinstalled, and `node`/`npm` are left alone whenever
-//! they run (machines of this kind carry Node.js 20 with npm 11 from another
-//! repository; Debian's `npm` package conflicts with it and `apt-get` refuses the
-//! whole transaction). Python modules go through `pip`, the rest through one
-//! `apt-get update` and one `apt-get install`.
+//! already works is never reinstalled. Python modules go through `pip`, the
+//! rest through one `apt-get update` and one `apt-get install`. `node` and
+//! `npm` are never installed: machines of this kind carry Node.js 20 with npm
+//! 11 from another repository, Debian's `npm` package conflicts with it and
+//! `apt-get` would refuse the whole transaction; when they are missing, setup
+//! says so and stops.
 
 use std::process::Command;
 
@@ -21,6 +22,8 @@ pub enum Source {
     Apt(&'static str),
     /// A PyPI distribution, for a module `python3` imports.
     Pip(&'static str),
+    /// Comes with the machine and is never installed here (how to get it).
+    Machine(&'static str),
 }
 
 /// How to tell whether a tool is there.
@@ -48,6 +51,17 @@ const fn apt(command: &'static str, package: &'static str, used_by: &'static str
         used_by,
     }
 }
+
+const fn machine(command: &'static str, hint: &'static str, used_by: &'static str) -> Tool {
+    Tool {
+        probe: Probe::Command(command),
+        source: Source::Machine(hint),
+        used_by,
+    }
+}
+
+const NODE_HINT: &str = "install Node.js with its npm (e.g. NodeSource's nodejs package); \
+     Debian's npm package conflicts with such a Node.js and is never installed here";
 
 const fn pip(module: &'static str, package: &'static str, used_by: &'static str) -> Tool {
     Tool {
@@ -80,32 +94,46 @@ pub const TOOLS: &[Tool] = &[
         "linux-perf",
         "profiling the agent in the benchmarks",
     ),
-    apt("node", "nodejs", "the pprof decoder (npm pprof-format)"),
-    apt("npm", "npm", "installing the pprof decoder"),
+    machine("node", NODE_HINT, "the pprof decoder (npm pprof-format)"),
+    machine("npm", NODE_HINT, "installing the pprof decoder"),
     pip("hpack", "hpack", "HPACK differential test"),
 ];
 
-/// What is missing, given which probes succeed. `node` and `npm` are one unit:
-/// when either runs, neither package is installed (a working Node.js brings its
-/// own npm; Debian's would conflict with it).
-pub fn missing(present: impl Fn(Probe) -> bool) -> (Vec<&'static str>, Vec<&'static str>) {
-    let node_works = present(Probe::Command("node")) || present(Probe::Command("npm"));
-    let mut apt = Vec::new();
-    let mut pip = Vec::new();
-    for tool in TOOLS {
-        if matches!(tool.probe, Probe::Command("node" | "npm")) && node_works {
-            continue;
-        }
-        if present(tool.probe) {
-            continue;
-        }
-        match tool.source {
-            Source::Apt(package) if !apt.contains(&package) => apt.push(package),
-            Source::Pip(package) if !pip.contains(&package) => pip.push(package),
-            _ => {}
+/// The tools whose probe fails.
+pub fn missing(present: impl Fn(Probe) -> bool) -> Vec<&'static Tool> {
+    TOOLS.iter().filter(|t| !present(t.probe)).collect()
+}
+
+/// The Debian packages of `tools`, each once.
+pub fn apt_packages(tools: &[&Tool]) -> Vec<&'static str> {
+    let mut packages = Vec::new();
+    for tool in tools {
+        if let Source::Apt(p) = tool.source
+            && !packages.contains(&p)
+        {
+            packages.push(p);
         }
     }
-    (apt, pip)
+    packages
+}
+
+/// The PyPI distributions of `tools`, each once.
+pub fn pip_packages(tools: &[&Tool]) -> Vec<&'static str> {
+    let mut packages = Vec::new();
+    for tool in tools {
+        if let Source::Pip(p) = tool.source
+            && !packages.contains(&p)
+        {
+            packages.push(p);
+        }
+    }
+    packages
+}
+
+fn name(probe: Probe) -> &'static str {
+    match probe {
+        Probe::Command(c) | Probe::PythonModule(c) => c,
+    }
 }
 
 /// Whether the probe succeeds on this machine.
@@ -129,19 +157,31 @@ pub fn apt_install_line(packages: &[&str]) -> String {
 
 /// Installs every missing tool (as root), or stops with the command to run.
 pub fn ensure(is_root: bool) -> anyhow::Result<()> {
-    let (apt, _) = missing(probe);
+    let gone = missing(probe);
+    for tool in &gone {
+        let from = match tool.source {
+            Source::Apt(p) => format!("package {p}"),
+            Source::Pip(p) => format!("pip {p}"),
+            Source::Machine(_) => "not installed by setup".into(),
+        };
+        println!(
+            "setup: {} missing ({from}; {})",
+            name(tool.probe),
+            tool.used_by
+        );
+    }
+    let needs_machine = gone.iter().find_map(|t| match t.source {
+        Source::Machine(hint) => Some((name(t.probe), hint)),
+        _ => None,
+    });
+    if let Some((tool, hint)) = needs_machine {
+        bail!("{tool} missing: {hint}");
+    }
+    let apt = apt_packages(&gone);
     if apt.is_empty() {
         println!("setup: Debian packages the tests use: all present");
     } else {
         let line = apt_install_line(&apt);
-        for tool in TOOLS {
-            if let (Probe::Command(c), Source::Apt(p)) = (tool.probe, tool.source)
-                && apt.contains(&p)
-                && !probe(tool.probe)
-            {
-                println!("setup: {c} missing (package {p}; {})", tool.used_by);
-            }
-        }
         if !is_root {
             bail!(
                 "missing Debian packages: run `sudo {line}` (or run this command as root, \
@@ -159,7 +199,7 @@ pub fn ensure(is_root: bool) -> anyhow::Result<()> {
         .with_context(|| format!("`{line}` failed"))?;
     }
     // Python modules after apt: pip itself may just have been installed.
-    let (_, pip) = missing(probe);
+    let pip = pip_packages(&gone);
     if !pip.is_empty() {
         println!("setup: python3 -m pip install {}", pip.join(" "));
         let install = |extra: &[&str]| {
@@ -180,9 +220,9 @@ pub fn ensure(is_root: bool) -> anyhow::Result<()> {
             .or_else(|_| install(&["--break-system-packages"]))
             .context("pip install of the Python test peers")?;
     }
-    let (apt, pip) = missing(probe);
-    if !apt.is_empty() || !pip.is_empty() {
-        bail!("still missing after install: {apt:?} {pip:?}");
+    let still: Vec<&str> = missing(probe).iter().map(|t| name(t.probe)).collect();
+    if !still.is_empty() {
+        bail!("still missing after install: {still:?}");
     }
     Ok(())
 }
@@ -192,60 +232,66 @@ mod tests {
     use super::*;
 
     fn with(present: &[&str]) -> impl Fn(Probe) -> bool {
-        move |p| match p {
-            Probe::Command(c) | Probe::PythonModule(c) => present.contains(&c),
-        }
+        move |p| present.contains(&name(p))
     }
 
     fn everything() -> Vec<&'static str> {
-        TOOLS
-            .iter()
-            .map(|t| match t.probe {
-                Probe::Command(c) | Probe::PythonModule(c) => c,
-            })
-            .collect()
+        TOOLS.iter().map(|t| name(t.probe)).collect()
+    }
+
+    fn packages(present: &[&str]) -> (Vec<&'static str>, Vec<&'static str>) {
+        let gone = missing(with(present));
+        (apt_packages(&gone), pip_packages(&gone))
     }
 
     #[test]
     fn a_missing_tool_maps_to_its_package() {
         let mut present = everything();
         present.retain(|t| !["dig", "promtool", "wrk"].contains(t));
-        let (apt, pip) = missing(with(&present));
-        assert_eq!(apt, ["dnsutils", "prometheus", "wrk"]);
-        assert!(pip.is_empty());
+        assert_eq!(
+            packages(&present),
+            (vec!["dnsutils", "prometheus", "wrk"], vec![])
+        );
     }
 
     #[test]
     fn present_tools_install_nothing() {
-        let present = everything();
-        assert_eq!(missing(with(&present)), (vec![], vec![]));
+        assert_eq!(packages(&everything()), (vec![], vec![]));
+        assert!(missing(with(&everything())).is_empty());
     }
 
     #[test]
-    fn working_node_or_npm_means_no_nodejs_or_npm_package() {
+    fn node_and_npm_are_never_installed_from_debian() {
+        for table_entry in TOOLS {
+            assert!(
+                !matches!(table_entry.source, Source::Apt("nodejs" | "npm")),
+                "{table_entry:?}"
+            );
+        }
         let mut present = everything();
-        present.retain(|t| *t != "npm");
-        assert_eq!(missing(with(&present)).0, Vec::<&str>::new());
-        present.retain(|t| *t != "node");
-        present.push("npm");
-        assert_eq!(missing(with(&present)).0, Vec::<&str>::new());
-        // Neither works: both come from Debian.
-        present.retain(|t| *t != "npm");
-        assert_eq!(missing(with(&present)).0, ["nodejs", "npm"]);
+        present.retain(|t| !["node", "npm"].contains(t));
+        // Missing, they are reported (setup stops and says how to get them),
+        // and no apt-get line names them.
+        assert_eq!(packages(&present), (vec![], vec![]));
+        let gone: Vec<&str> = missing(with(&present))
+            .iter()
+            .map(|t| name(t.probe))
+            .collect();
+        assert_eq!(gone, ["node", "npm"]);
     }
 
     #[test]
     fn one_package_serving_two_tools_is_listed_once() {
         let mut present = everything();
         present.retain(|t| !["strip", "readelf"].contains(t));
-        assert_eq!(missing(with(&present)).0, ["binutils"]);
+        assert_eq!(packages(&present).0, ["binutils"]);
     }
 
     #[test]
     fn python_modules_come_from_pip() {
         let mut present = everything();
         present.retain(|t| *t != "hpack");
-        assert_eq!(missing(with(&present)), (vec![], vec!["hpack"]));
+        assert_eq!(packages(&present), (vec![], vec!["hpack"]));
     }
 
     #[test]
