@@ -1,8 +1,9 @@
 //! Programs for `cargo xtask bench syscalls`' breakdown only: each attaches
 //! alone to `sys_exit` and adds one piece of what the capture path does, so
 //! the bench can show where each 100 ns goes (an empty program, the register
-//! read, a hash lookup, the LRU update and delete the enter/exit state cost the
-//! tracepoint path, a ring buffer record). The agent never loads them.
+//! read, a hash lookup, a tail call, the helpers a record needs, the LRU update
+//! and delete the enter/exit state cost the tracepoint path, a ring buffer
+//! record). The agent never loads them.
 
 use agent_common::SockKey;
 use aya_ebpf::{
@@ -20,12 +21,19 @@ static BENCH_LRU: LruHashMap<u64, [u64; 4]> = LruHashMap::with_max_entries(1024,
 #[map(name = "BENCH_RING")]
 static BENCH_RING: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// 88 bytes of `struct pt_regs` from `r10`, as the dispatcher reads them.
+/// 88 bytes of `struct pt_regs` from `r10`, as the raw dispatcher reads them
+/// (word 8 is `orig_ax`, word 6 `si`: `write`'s buffer).
 #[inline(always)]
-fn read_regs(ctx: &RawTracePointContext) -> u64 {
+fn regs(ctx: &RawTracePointContext) -> [u64; 11] {
     let regs: u64 = ctx.arg(0);
     // SAFETY: the kernel's pointer to this task's saved registers.
-    unsafe { bpf_probe_read_kernel((regs + 56) as *const [u64; 11]) }.map_or(0, |r| r[8])
+    unsafe { bpf_probe_read_kernel((regs + 56) as *const [u64; 11]) }.unwrap_or([0; 11])
+}
+
+/// The syscall number, through [`regs`].
+#[inline(always)]
+fn read_regs(ctx: &RawTracePointContext) -> u64 {
+    regs(ctx)[8]
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -80,14 +88,6 @@ pub fn bench_btf_regs(ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
     0
 }
 
-/// `write`'s buffer (argument 1, in `si`) as the handlers see it.
-#[inline(always)]
-fn write_buffer(ctx: &RawTracePointContext) -> u64 {
-    let regs: u64 = ctx.arg(0);
-    // SAFETY: the kernel's pointer to this task's saved registers.
-    unsafe { bpf_probe_read_kernel((regs + 56) as *const [u64; 11]) }.map_or(0, |r| r[6])
-}
-
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bench_ktime(ctx: RawTracePointContext) -> i32 {
     core::hint::black_box(read_regs(&ctx));
@@ -109,7 +109,7 @@ static BENCH_SCRATCH: aya_ebpf::maps::PerCpuArray<[u8; 256]> =
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bench_copy(ctx: RawTracePointContext) -> i32 {
-    let buf = write_buffer(&ctx);
+    let buf = regs(&ctx)[6];
     if let Some(dst) = BENCH_SCRATCH.get_ptr_mut(0) {
         // SAFETY: 64 bytes into a 256-byte per-CPU buffer; the helper checks
         // the user pointer.

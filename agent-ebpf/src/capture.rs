@@ -66,7 +66,7 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
     if !syscall.is_socket_only() && !is_connection_syscall(syscall) {
         // SAFETY: the value is copied out immediately.
         match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
-            Some(info) if info.flags & flags::IGNORED == 0 => {}
+            Some(info) if reported(syscall, info) => {}
             _ => return Ok(()),
         }
     }
@@ -122,7 +122,11 @@ pub fn on_exit(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
         // Left behind by a thread that never exited its previous syscall.
         return Ok(());
     }
-    finish(pid_tgid, tp::ret(ctx), &call, syscall, None)
+    let ret = tp::ret(ctx);
+    if !worth_finishing(syscall, ret) {
+        return Ok(());
+    }
+    finish(pid_tgid, ret, &call, syscall, None)
 }
 
 /// Whether a syscall that returned `ret` can have done anything we report.
@@ -137,8 +141,10 @@ pub fn worth_finishing(syscall: Syscall, ret: i64) -> bool {
     }
 }
 
-/// The exit half shared by both paths: `call` holds the syscall's arguments,
-/// `known` the socket-table entry when the caller already looked it up.
+/// The exit half shared by both paths, for a call that was
+/// [`worth_finishing`]: `call` holds the syscall's arguments, `known` the
+/// socket-table entry when the caller already looked it up and found it
+/// [`wanted`].
 #[inline(always)]
 pub fn finish(
     pid_tgid: u64,
@@ -147,9 +153,6 @@ pub fn finish(
     syscall: Syscall,
     known: Option<SockInfo>,
 ) -> Result<(), Loss> {
-    if !worth_finishing(syscall, ret) {
-        return Ok(());
-    }
     match syscall {
         Syscall::Accept | Syscall::Accept4 => on_accept(pid_tgid, ret, call),
         Syscall::Connect => on_connect(pid_tgid, ret, call),
@@ -257,12 +260,11 @@ fn socket_for_data(
         tgid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let found = match known {
-        Some(info) => Some(info),
-        // SAFETY: copied out immediately.
-        None => unsafe { SOCKETS.get(key) }.copied(),
-    };
-    let info = match found {
+    if known.is_some() {
+        return known;
+    }
+    // SAFETY: copied out immediately.
+    let info = match unsafe { SOCKETS.get(key) }.copied() {
         Some(info) => info,
         None if syscall.is_socket_only() => {
             let info = SockInfo {
@@ -274,21 +276,45 @@ fn socket_for_data(
                 count_loss(Loss::SocketTableInsert);
             }
             // The first event of this socket names its thread (not stored).
-            SockInfo {
-                flags: info.flags | flags::HAS_COMM,
-                ..info
-            }
+            return Some(named(&info));
         }
         None => return None,
     };
+    wanted(&info).then_some(info)
+}
+
+/// Whether a tracked socket's data is reported: not when userspace ignores it
+/// (not an IP socket) or marked it opaque (counted: a skip, not a loss).
+#[inline(always)]
+pub fn wanted(info: &SockInfo) -> bool {
     if info.flags & flags::IGNORED != 0 {
-        return None;
+        return false;
     }
     if info.flags & flags::OPAQUE != 0 {
         count_loss(Loss::OpaqueSkipped);
-        return None;
+        return false;
     }
-    Some(info)
+    true
+}
+
+/// Whether `syscall` on a tracked socket goes on to its exit handler: its
+/// close unless userspace ignores the socket, its data only if [`wanted`].
+#[inline(always)]
+pub fn reported(syscall: Syscall, info: &SockInfo) -> bool {
+    if syscall == Syscall::Close {
+        info.flags & flags::IGNORED == 0
+    } else {
+        wanted(info)
+    }
+}
+
+/// `info` for an event that carries the thread's name.
+#[inline(always)]
+fn named(info: &SockInfo) -> SockInfo {
+    SockInfo {
+        flags: info.flags | flags::HAS_COMM,
+        ..*info
+    }
 }
 
 #[inline(always)]
@@ -362,10 +388,7 @@ fn emit_conn(
 ) -> Result<(), Loss> {
     let buf = scratch()?;
     // Connection events always name the thread.
-    let info = SockInfo {
-        flags: info.flags | flags::HAS_COMM,
-        ..*info
-    };
+    let info = named(info);
     let comm = comm_for(&info);
     fill_header(
         &mut buf.header,
@@ -575,10 +598,7 @@ fn on_mmsg(
     };
     // Always named: these are rare (resolvers), and one branch on it kept
     // through the message loop doubles the verifier's states past its limit.
-    let info = SockInfo {
-        flags: info.flags | flags::HAS_COMM,
-        ..info
-    };
+    let info = named(&info);
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     for i in 0..MAX_MMSG as u64 {
         if i >= ret as u64 {

@@ -1,5 +1,6 @@
-//! The fast path: one raw tracepoint on `sys_exit`, arguments read from the
-//! saved user registers, no enter program and no enter/exit map.
+//! The fast path: one program on `sys_exit` (`tp_btf`, or a raw tracepoint
+//! where the kernel refuses that), arguments read from the saved user
+//! registers, no enter program and no enter/exit map.
 //!
 //! Why this works: on x86_64 `sys_exit` runs with `struct pt_regs *regs` of the
 //! calling thread (`TP_PROTO(struct pt_regs *regs, long ret)`,
@@ -14,9 +15,11 @@
 //! registers are replaced, and `rt_sigreturn`.)
 //!
 //! One program runs on every syscall exit of every thread, so its early exits
-//! are ordered by cost: the syscall number (one 88-byte register read), the
-//! return value, the agent's own tgid, and for fd-generic calls (`read`,
-//! `write`, `readv`, `writev`, `close`) one socket-table lookup. What survives
+//! are ordered by cost: the syscall number (one load in `tp_btf`, one 88-byte
+//! probe read in the raw tracepoint), the return value, the agent's own tgid,
+//! and for fd-generic calls (`read`, `write`, `readv`, `writev`, `close`) one
+//! socket-table lookup, which also stops sockets userspace ignores or marked
+//! opaque. What survives
 //! is handed to the syscall's own handler through a tail call, so each handler
 //! is the same specialised code the tracepoint path runs.
 //!
@@ -26,7 +29,7 @@
 //! segment (`cs == __USER32_CS`). A 64-bit process issuing `int 0x80` keeps
 //! `__USER_CS` and is not told apart; such code is vanishingly rare.
 
-use agent_common::{PendingCall, SockInfo, SockKey, Syscall, flags};
+use agent_common::{PendingCall, SockInfo, SockKey, Syscall};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
@@ -172,7 +175,8 @@ fn dispatch<C: EbpfContext>(
     if !syscall.is_socket_only() && !capture::is_connection_syscall(syscall) {
         // SAFETY: copied out immediately.
         match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
-            Some(info) if info.flags & flags::IGNORED == 0 => known = Some(*info),
+            // Data of opaque sockets stops here too, before the tail call.
+            Some(info) if capture::reported(syscall, info) => known = Some(*info),
             _ => return,
         }
     }

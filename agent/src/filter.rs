@@ -45,6 +45,11 @@ impl Filter {
         !self.ports.is_empty()
     }
 
+    /// Whether decisions look at the thread's name (`--exe`).
+    pub fn judges_by_name(&self) -> bool {
+        self.exes.is_some()
+    }
+
     /// Whether events of this process are wanted.
     pub fn process_allowed(&mut self, tgid: u32, comm: Comm) -> bool {
         if !self.pids.is_empty() && !self.pids.contains(&tgid) {

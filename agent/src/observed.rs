@@ -78,7 +78,11 @@ impl Observed {
             listen_fd: (event.kind == EventKind::Accept).then_some(event.bytes),
             captured: event.payload.len(),
             truncated: event.truncated(),
-            comm: event.comm.to_string(),
+            // Data events carry the name only on a connection's first event.
+            comm: match conn {
+                Some(c) if event.comm.is_empty() => c.comm.to_string(),
+                _ => event.comm.to_string(),
+            },
             payload: event.payload,
         }
     }

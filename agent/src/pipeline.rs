@@ -333,8 +333,10 @@ impl Processor {
             fd: event.fd,
             conn_id: event.conn_id,
         };
-        // The kernel names the thread once per connection.
+        // The kernel names the thread once per connection; only an --exe
+        // filter needs the name before the connection is looked up anyway.
         if event.comm.is_empty()
+            && self.filter.judges_by_name()
             && let Some(conn) = self.table.get(&key)
         {
             event.comm = conn.comm;
@@ -542,7 +544,7 @@ impl Processor {
             }
             registered += 1;
             let remote = (s.socket.remote.port() != 0).then_some(s.socket.remote);
-            let event = Event {
+            let mut event = Event {
                 kind: EventKind::Existing,
                 ts_ns: monotonic_ns(),
                 tgid: s.tgid,
@@ -565,8 +567,8 @@ impl Processor {
             if !self.filter.process_allowed(event.tgid, event.comm) {
                 continue;
             }
-            let mut applied_event = event.clone();
-            self.table.apply(&mut applied_event);
+            // No payload to move: the event stays whole for `Observed`.
+            self.table.apply(&mut event);
             self.apply_resolution(Resolution::Inet {
                 key,
                 transport: s.socket.transport,

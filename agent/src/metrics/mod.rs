@@ -12,8 +12,7 @@ pub mod http;
 pub mod prometheus;
 
 use std::{
-    collections::BTreeMap,
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     hash::{BuildHasherDefault, Hasher},
 };
 
@@ -101,11 +100,9 @@ pub struct HistogramFamily {
     pub unit: &'static str,
     pub help: &'static str,
     pub bounds: &'static [f64],
-    /// Series in label order → their slot.
-    order: BTreeMap<Labels, usize>,
-    histograms: Vec<Histogram>,
-    keys: Vec<Labels>,
-    /// Hash of the label pairs → slots with that hash.
+    /// Every series, in creation order (sorted when rendered).
+    series: Vec<(Labels, Histogram)>,
+    /// Hash of the label pairs → slots in `series` with that hash.
     by_hash: HashMap<u64, Vec<usize>, BuildHasherDefault<IdentityHasher>>,
     max_series: usize,
     /// Measurements that went to the overflow series.
@@ -151,9 +148,7 @@ impl HistogramFamily {
             unit,
             help,
             bounds,
-            order: BTreeMap::new(),
-            histograms: Vec::new(),
-            keys: Vec::new(),
+            series: Vec::new(),
             by_hash: HashMap::default(),
             max_series,
             overflowed: 0,
@@ -181,62 +176,63 @@ impl HistogramFamily {
     /// [`record_pairs`](Self::record_pairs) with the pairs' [`hash_pairs`]
     /// already computed (families recorded together share it).
     pub fn record_hashed(&mut self, pairs: &[(&'static str, &str)], hash: u64, value: f64) {
-        let bounds = self.bounds;
-        let found = self.by_hash.get(&hash).and_then(|slots| {
-            slots.iter().copied().find(|&i| {
-                let key = &self.keys[i];
-                key.len() == pairs.len()
-                    && key
-                        .iter()
-                        .zip(pairs)
-                        .all(|((k, v), (pk, pv))| k == pk && v == pv)
-            })
-        });
-        let slot = match found {
+        let slot = match self.find(pairs, hash) {
             Some(slot) => slot,
-            None if self.keys.len() + 1 >= self.max_series => {
+            None if self.series.len() + 1 >= self.max_series => {
                 self.overflowed += 1;
-                self.slot_of(vec![("otel.metric.overflow", "true".to_string())])
+                let overflow = [("otel.metric.overflow", "true")];
+                let hash = hash_pairs(&overflow);
+                self.find(&overflow, hash)
+                    .unwrap_or_else(|| self.insert(&overflow, hash))
             }
-            None => {
-                let slot =
-                    self.slot_of(pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect());
-                self.by_hash.entry(hash).or_default().push(slot);
-                slot
-            }
+            None => self.insert(pairs, hash),
         };
-        self.histograms[slot].record(bounds, value);
+        self.series[slot].1.record(self.bounds, value);
     }
 
-    /// The slot of an owned label set, made if new.
-    fn slot_of(&mut self, labels: Labels) -> usize {
-        if let Some(&slot) = self.order.get(&labels) {
-            return slot;
-        }
-        let slot = self.histograms.len();
-        self.histograms.push(Histogram::new(self.bounds));
-        self.keys.push(labels.clone());
-        self.order.insert(labels, slot);
+    fn find(&self, pairs: &[(&'static str, &str)], hash: u64) -> Option<usize> {
+        let same = |key: &Labels| {
+            key.len() == pairs.len()
+                && key
+                    .iter()
+                    .zip(pairs)
+                    .all(|((k, v), (pk, pv))| k == pk && v == pv)
+        };
+        self.by_hash
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&i| same(&self.series[i].0))
+    }
+
+    fn insert(&mut self, pairs: &[(&'static str, &str)], hash: u64) -> usize {
+        let slot = self.series.len();
+        let labels = pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
+        self.series.push((labels, Histogram::new(self.bounds)));
+        self.by_hash.entry(hash).or_default().push(slot);
         slot
     }
 
     /// Every series, in label order.
     pub fn series(&self) -> impl Iterator<Item = (&Labels, &Histogram)> {
-        self.order.iter().map(|(k, &i)| (k, &self.histograms[i]))
+        let mut sorted: Vec<(&Labels, &Histogram)> =
+            self.series.iter().map(|(k, h)| (k, h)).collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted.into_iter()
     }
 
     /// Series count.
     pub fn len(&self) -> usize {
-        self.histograms.len()
+        self.series.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.histograms.is_empty()
+        self.series.is_empty()
     }
 
     /// Total measurements over all series.
     pub fn total(&self) -> u64 {
-        self.histograms.iter().map(|h| h.count).sum()
+        self.series.iter().map(|(_, h)| h.count).sum()
     }
 }
 
