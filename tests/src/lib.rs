@@ -189,6 +189,18 @@ impl Traffic {
         self.child.id()
     }
 
+    /// Runs `traffic SCENARIO` to its end off the async runtime; its pid and
+    /// report.
+    pub async fn run(exe: &str, scenario: &str) -> (u32, Report) {
+        let traffic = Traffic::spawn(exe, scenario, false).expect("helper starts");
+        let pid = traffic.pid();
+        let report = tokio::task::spawn_blocking(move || traffic.finish())
+            .await
+            .expect("join")
+            .expect("helper succeeds");
+        (pid, report)
+    }
+
     fn line(&mut self) -> anyhow::Result<String> {
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;

@@ -20,12 +20,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// report and its events once both of its sockets were closed.
 async fn run(scenario: &str) -> (Report, Vec<Observed>, Running) {
     let mut agent = Running::start(settings()).await.expect("agent starts");
-    let traffic = Traffic::spawn(TRAFFIC, scenario, false).expect("helper starts");
-    let pid = traffic.pid();
-    let report = tokio::task::spawn_blocking(move || traffic.finish())
-        .await
-        .expect("join")
-        .expect("helper succeeds");
+    let (pid, report) = Traffic::run(TRAFFIC, scenario).await;
     let events = agent
         .collect_until(pid, DEADLINE, |ev| {
             closed(ev, report.client_fd) && closed(ev, report.server_fd)
@@ -412,12 +407,7 @@ async fn agent_never_reports_its_own_process() {
     .await
     .expect("own traffic");
     // ...then a helper's, which must arrive.
-    let traffic = Traffic::spawn(TRAFFIC, "rw", false).expect("helper starts");
-    let pid = traffic.pid();
-    let report = tokio::task::spawn_blocking(move || traffic.finish())
-        .await
-        .expect("join")
-        .expect("helper succeeds");
+    let (pid, report) = Traffic::run(TRAFFIC, "rw").await;
     let helper = agent
         .collect_until(pid, DEADLINE, |ev| closed(ev, report.server_fd))
         .await;

@@ -19,12 +19,7 @@ async fn opaque_connection_data_is_skipped_in_the_kernel_but_its_close_is_seen()
         return;
     }
     let mut agent = Running::start(settings()).await.expect("agent starts");
-    let traffic = Traffic::spawn(TRAFFIC, "opaque", false).expect("helper starts");
-    let pid = traffic.pid();
-    let report = tokio::task::spawn_blocking(move || traffic.finish())
-        .await
-        .expect("join")
-        .expect("helper succeeds");
+    let (pid, report) = Traffic::run(TRAFFIC, "opaque").await;
     let events = agent
         .collect_until(pid, DEADLINE, |ev| {
             [report.client_fd, report.server_fd]
@@ -75,12 +70,7 @@ async fn excluded(filtered: agent::Settings) {
     let mut agent = Running::start(filtered).await.expect("agent starts");
     // The helper's first events reach userspace, which judges it; from then
     // on (a few ms into its third of a second of writes) the kernel skips it.
-    let traffic = Traffic::spawn(TRAFFIC, "opaque", false).expect("helper starts");
-    let pid = traffic.pid();
-    tokio::task::spawn_blocking(move || traffic.finish())
-        .await
-        .expect("join")
-        .expect("helper succeeds");
+    let (pid, _) = Traffic::run(TRAFFIC, "opaque").await;
     let events = agent
         .collect_until(pid, Duration::from_secs(1), |ev| !ev.is_empty())
         .await;

@@ -382,6 +382,21 @@ struct Variant {
     extra: Option<Vec<String>>,
 }
 
+impl Variant {
+    const OFF: Variant = Variant {
+        name: "off",
+        extra: None,
+    };
+
+    /// The agent on, with `args` beyond the bench's own.
+    fn on(name: &'static str, args: &[&str]) -> Variant {
+        Variant {
+            name,
+            extra: Some(args.iter().map(|a| a.to_string()).collect()),
+        }
+    }
+}
+
 struct Setup<'a> {
     nginx: &'a Nginx,
     agent_args: &'a [String],
@@ -538,18 +553,9 @@ fn print_losses<T>(columns: &[(&Variant, Measured<T>)]) {
 
 fn saturation(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Value> {
     let variants = [
-        Variant {
-            name: "off",
-            extra: None,
-        },
-        Variant {
-            name: "on",
-            extra: Some(vec![]),
-        },
-        Variant {
-            name: "on --exe nomatch",
-            extra: Some(vec!["--exe".into(), "nomatch".into()]),
-        },
+        Variant::OFF,
+        Variant::on("on", &[]),
+        Variant::on("on --exe nomatch", &["--exe", "nomatch"]),
     ];
     let mut columns = Vec::new();
     for v in &variants {
@@ -642,16 +648,7 @@ fn verdict(ratio: f64, target: f64) -> &'static str {
 }
 
 fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Value> {
-    let variants = [
-        Variant {
-            name: "off",
-            extra: None,
-        },
-        Variant {
-            name: "on",
-            extra: Some(vec![]),
-        },
-    ];
+    let variants = [Variant::OFF, Variant::on("on", &[])];
     let mut columns = Vec::new();
     for v in &variants {
         columns.push((v, measure(setup, v, || rate_client(url, seconds))?));

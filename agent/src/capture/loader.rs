@@ -359,13 +359,6 @@ fn attach_fast(
     btf: Option<&Btf>,
     failing: &[String],
 ) -> anyhow::Result<Link> {
-    if btf.is_none()
-        && fast
-            .iter()
-            .any(|a| matches!(a.hook, Hook::BtfTracepoint(_)))
-    {
-        bail!("no kernel BTF (/sys/kernel/btf/vmlinux)");
-    }
     for attachment in fast {
         let Hook::TailCall {
             map,
@@ -386,7 +379,8 @@ fn attach_fast(
                     .with_context(|| format!("verifier: {}", attachment.program))?;
                 p.fd()?.try_clone()?
             }
-            _ => {
+            (true, None) => bail!("no kernel BTF (/sys/kernel/btf/vmlinux)"),
+            (false, _) => {
                 let p: &mut RawTracePoint = program.try_into()?;
                 p.load()
                     .with_context(|| format!("verifier: {}", attachment.program))?;
@@ -399,34 +393,34 @@ fn attach_fast(
             .set(index, &fd, 0)
             .with_context(|| format!("{map}[{index}]"))?;
     }
-    for attachment in fast {
-        injected(&attachment.program, failing)?;
-        let program = ebpf
-            .program_mut(&attachment.program)
-            .with_context(|| format!("program {} not in the object", attachment.program))?;
-        match (&attachment.hook, btf) {
-            (Hook::BtfTracepoint(target), Some(btf)) => {
-                let p: &mut BtfTracePoint = program.try_into()?;
-                p.load(target, btf)
-                    .with_context(|| format!("verifier: {}", attachment.program))?;
-                let id = p
-                    .attach()
-                    .with_context(|| format!("attaching tp_btf {target}"))?;
-                return Ok(Link::Btf(p.take_link(id)?));
-            }
-            (Hook::RawTracepoint(target), _) => {
-                let p: &mut RawTracePoint = program.try_into()?;
-                p.load()
-                    .with_context(|| format!("verifier: {}", attachment.program))?;
-                let id = p
-                    .attach(target)
-                    .with_context(|| format!("attaching raw tracepoint {target}"))?;
-                return Ok(Link::Raw(p.take_link(id)?));
-            }
-            _ => {}
+    let dispatcher = fast
+        .iter()
+        .find(|a| matches!(a.hook, Hook::BtfTracepoint(_) | Hook::RawTracepoint(_)))
+        .context("no dispatcher in the fast path's table")?;
+    injected(&dispatcher.program, failing)?;
+    let program = ebpf
+        .program_mut(&dispatcher.program)
+        .with_context(|| format!("program {} not in the object", dispatcher.program))?;
+    let verifier = || format!("verifier: {}", dispatcher.program);
+    match (&dispatcher.hook, btf) {
+        (Hook::BtfTracepoint(target), Some(btf)) => {
+            let p: &mut BtfTracePoint = program.try_into()?;
+            p.load(target, btf).with_context(verifier)?;
+            let id = p
+                .attach()
+                .with_context(|| format!("attaching tp_btf {target}"))?;
+            Ok(Link::Btf(p.take_link(id)?))
         }
+        (Hook::RawTracepoint(target), _) => {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load().with_context(verifier)?;
+            let id = p
+                .attach(target)
+                .with_context(|| format!("attaching raw tracepoint {target}"))?;
+            Ok(Link::Raw(p.take_link(id)?))
+        }
+        _ => bail!("no kernel BTF (/sys/kernel/btf/vmlinux)"),
     }
-    bail!("no dispatcher in the fast path's table")
 }
 
 /// Attaches classic tracepoints from parallel threads: attaching one waits for
