@@ -578,12 +578,10 @@ impl OtlpMetrics {
         }
     }
 
-    /// Records one HTTP exchange (every exchange, sampled or not).
-    pub fn record_measure(&self, m: &Measure<'_>) {
-        let mut port = String::new();
-        let attrs: Vec<KeyValue> = m
-            .label_pairs(&mut port)
-            .as_slice()
+    /// Records one HTTP exchange (every exchange, sampled or not) under its
+    /// [`Measure::label_pairs`].
+    pub fn record_measure(&self, m: &Measure<'_>, labels: &[(&'static str, &str)]) {
+        let attrs: Vec<KeyValue> = labels
             .iter()
             .filter(|(k, _)| *k != "service.name")
             .map(|&(k, v)| match k {

@@ -26,7 +26,7 @@ use crate::{
         Span, SpanContext, SpanKind,
         context::{IdGenerator, parse_traceparent},
         http::{HttpFlow, span},
-        measure::Measure,
+        measure::{Measure, PortText},
         route::{OVERFLOW_ROUTE, Routes, path_of},
         sampler::Sampler,
     },
@@ -269,12 +269,14 @@ impl Tracker {
                 capture_query: self.capture_query,
             };
             let measure = Measure::new(&flow, http.peer_ip.as_deref());
+            let mut port = PortText::default();
+            let labels = measure.label_pairs(&mut port);
             self.metrics
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .record_measure(&measure);
+                .record_measure(&measure, labels.as_slice());
             if let Some(otlp) = &self.otlp_metrics {
-                otlp.record_measure(&measure);
+                otlp.record_measure(&measure, labels.as_slice());
             }
             if !self.spans_consumed {
                 continue;

@@ -117,11 +117,9 @@ impl HttpMetrics {
         ]
     }
 
-    /// Records one exchange (every exchange, sampled or not).
-    pub fn record_measure(&mut self, m: &Measure<'_>) {
-        let mut port = String::new();
-        let pairs = m.label_pairs(&mut port);
-        let labels = pairs.as_slice();
+    /// Records one exchange (every exchange, sampled or not) under its
+    /// [`Measure::label_pairs`].
+    pub fn record_measure(&mut self, m: &Measure<'_>, labels: &[(&'static str, &str)]) {
         let (duration, req, resp) = match m.kind {
             SpanKind::Server => (
                 &mut self.server_duration,

@@ -52,6 +52,21 @@ impl<'a> Pairs<'a> {
     }
 }
 
+/// A port's decimal text, on the stack (labels borrow it).
+#[derive(Default)]
+pub struct PortText([u8; 5]);
+
+impl PortText {
+    fn set(&mut self, port: u16) -> &str {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut self.0[..]);
+        // At most 5 digits: fits.
+        let _ = write!(cursor, "{port}");
+        let len = cursor.position() as usize;
+        std::str::from_utf8(&self.0[..len]).unwrap_or("")
+    }
+}
+
 /// Decimal text of 0..=999 (HTTP status codes have three digits), made once.
 fn three_digits(n: u16) -> &'static str {
     static TABLE: OnceLock<Box<[String]>> = OnceLock::new();
@@ -106,7 +121,8 @@ impl<'a> Measure<'a> {
     }
 
     /// The metric labels, sorted by name; `port` holds the port's text.
-    pub fn label_pairs<'b>(&'b self, port: &'b mut String) -> Pairs<'b> {
+    /// Computed once per exchange, for every metrics output.
+    pub fn label_pairs<'b>(&'b self, port: &'b mut PortText) -> Pairs<'b> {
         let status = three_digits(self.status);
         let mut pairs = Pairs {
             items: [("", ""); 9],
@@ -125,10 +141,7 @@ impl<'a> Measure<'a> {
             pairs.push("server.address", address);
         }
         if let Some(p) = self.server_port {
-            use std::fmt::Write as _;
-            port.clear();
-            let _ = write!(port, "{p}");
-            pairs.push("server.port", port.as_str());
+            pairs.push("server.port", port.set(p));
         }
         pairs.push("service.name", &self.resource.service_name);
         pairs.push("url.scheme", "http");
@@ -195,7 +208,7 @@ mod tests {
                         };
                         let peer_ip = peer.map(|p| p.ip().to_string());
                         let m = Measure::new(&flow, peer_ip.as_deref());
-                        let mut port = String::new();
+                        let mut port = PortText::default();
                         let borrowed: Vec<(&str, String)> = m
                             .label_pairs(&mut port)
                             .as_slice()
