@@ -354,6 +354,11 @@ impl Loss {
         }
     }
 
+    /// The reason with this [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Loss> {
+        Loss::ALL.iter().copied().find(|l| l.name() == name)
+    }
+
     /// Skips by design, not data lost: reported apart from the losses.
     pub const fn is_skip(self) -> bool {
         matches!(self, Loss::OpaqueSkipped | Loss::ProcessFiltered)

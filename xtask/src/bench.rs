@@ -148,9 +148,6 @@ pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Agent>
     }
 }
 
-/// Kernel counters that are skips by design (`agent_common::Loss::is_skip`).
-const KERNEL_SKIPS: [&str; 2] = ["opaque_skipped", "process_filtered"];
-
 /// The counters that matter here from the agent's exit stats: events and bytes
 /// received, and every non-zero loss.
 fn summary(stats: &Value) -> String {
@@ -172,11 +169,12 @@ fn summary(stats: &Value) -> String {
         if loss[1].as_u64().is_some_and(|n| n > 0) {
             let name = loss[0].as_str().unwrap_or("?");
             // Skips by design (agent_common::Loss::is_skip), not losses.
-            let what = if KERNEL_SKIPS.contains(&name) {
-                "kernel skipped"
-            } else {
-                "kernel lost"
-            };
+            let what =
+                if agent_common::Loss::from_name(name).is_some_and(agent_common::Loss::is_skip) {
+                    "kernel skipped"
+                } else {
+                    "kernel lost"
+                };
             parts.push(format!("{what} {name} {}", loss[1]));
         }
     }

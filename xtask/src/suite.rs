@@ -192,7 +192,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     )?;
     // The capture tests again on the fallback kernel path (the first run
     // requires the fast one): both must keep every capture test passing.
-    let mut fallback = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut fallback = cargo();
     fallback
         .args(["test", "-p", "e2e", "--no-fail-fast"])
         .args(FALLBACK_TESTS.iter().flat_map(|t| ["--test", t]))

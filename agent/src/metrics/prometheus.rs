@@ -164,11 +164,8 @@ pub fn render(http: &HttpMetrics, dns: &DnsMetrics, s: &Snapshot) -> String {
         "Payload bytes moved by traced syscalls beyond the capture cap.",
         &one(s.bytes_not_captured),
     );
-    let is_skip = |name: &str| {
-        agent_common::Loss::ALL
-            .iter()
-            .any(|l| l.name() == name && l.is_skip())
-    };
+    let is_skip =
+        |name: &str| agent_common::Loss::from_name(name).is_some_and(agent_common::Loss::is_skip);
     let mut dropped: Vec<(String, u64)> = s
         .kernel_losses
         .iter()
