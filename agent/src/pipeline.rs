@@ -168,17 +168,18 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     );
     let prometheus = match settings.prometheus_listen {
         Some(addr) => {
-            let (http, dns, self_metrics, capture) = (
-                Arc::clone(&tracker.metrics),
-                Arc::clone(&tracker.dns_metrics),
+            let (recorders, self_metrics, capture) = (
+                tracker.recorders(),
                 Arc::clone(&metrics),
                 Arc::clone(&capture),
             );
             let render: prometheus_server::Render = Arc::new(move || {
+                use crate::flows::context::locked as guard;
                 let snapshot = self_metrics.snapshot(locked(&capture).losses());
-                let http = http.lock().unwrap_or_else(PoisonError::into_inner);
-                let dns = dns.lock().unwrap_or_else(PoisonError::into_inner);
-                crate::metrics::prometheus::render(&http, &dns, &snapshot)
+                let http = guard(&recorders.http);
+                let rpc = guard(&recorders.rpc);
+                let dns = guard(&recorders.dns);
+                crate::metrics::prometheus::render(&http, &rpc, &dns, &snapshot)
             });
             let bound =
                 prometheus_server::serve(addr, render, Arc::clone(&ready), shutdown_rx.clone())

@@ -2,17 +2,146 @@
 //! from a resolver port, paired by socket, transaction id and question. A query
 //! without an answer within the timeout becomes a lookup with `error.type=timeout`.
 
-use std::{net::SocketAddr, num::NonZeroUsize, sync::Arc};
+use std::{
+    net::SocketAddr,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+};
 
 use lru::LruCache;
 
+use super::{ConnInfo, Context, Flow, Module, TrackerSettings, context::locked};
 use crate::{
     capture::Direction,
-    conn::{Chunk, ConnKey},
+    conn::{Chunk, ConnKey, Transport},
     discovery::Resource,
     protocols::dns::{DnsMessage, TcpFramer, parse},
-    spans::SpanContext,
+    self_metrics::SelfMetrics,
+    spans::{Span, SpanContext},
 };
+
+/// DNS lookups: connections to a resolver port, claimed by address.
+pub struct Dns {
+    /// Queries awaiting their answer, host-wide (shared with the flows).
+    lookups: Arc<Mutex<DnsLookups>>,
+}
+
+impl Dns {
+    pub fn new(settings: &TrackerSettings) -> Dns {
+        Dns {
+            lookups: Arc::new(Mutex::new(DnsLookups::new(
+                settings.dns_ports.clone(),
+                settings.dns_timeout_ns,
+            ))),
+        }
+    }
+}
+
+impl Module for Dns {
+    fn claims(&self, conn: &ConnInfo) -> bool {
+        locked(&self.lookups).is_resolver(conn.peer)
+    }
+
+    fn detects(&self, _conn: &ConnInfo, _direction: Direction, _chunk: &Chunk) -> bool {
+        false
+    }
+
+    fn open(&self, conn: &ConnInfo, cx: &mut Context) -> Box<dyn Flow> {
+        let tcp = conn.transport == Some(Transport::Tcp);
+        Box::new(DnsFlow {
+            conn: DnsConn::new(tcp, cx.discovery.resource(conn.key.tgid, &conn.comm)),
+            lookups: Arc::clone(&self.lookups),
+        })
+    }
+
+    /// Lookups that timed out by `now_ns`; a timed-out lookup's span ends
+    /// when the agent gave up on it.
+    fn expire(&mut self, now_ns: u64, cx: &mut Context, out: &mut Vec<Span>) {
+        let expired = locked(&self.lookups).expire(now_ns);
+        for pending in expired {
+            finish(pending, None, now_ns, cx, out);
+        }
+    }
+}
+
+/// One connection to a resolver.
+struct DnsFlow {
+    conn: DnsConn,
+    lookups: Arc<Mutex<DnsLookups>>,
+}
+
+impl std::fmt::Debug for DnsFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsFlow").field("conn", &self.conn).finish()
+    }
+}
+
+impl Flow for DnsFlow {
+    fn data(
+        &mut self,
+        conn: &ConnInfo,
+        direction: Direction,
+        chunk: Chunk,
+        tid: u32,
+        cx: &mut Context,
+        out: &mut Vec<Span>,
+    ) {
+        for message in self.conn.messages(direction, chunk) {
+            let seen = Seen {
+                conn: conn.key,
+                direction,
+                bytes: &message.0,
+                ts_ns: message.1,
+                server: conn.peer,
+            };
+            let mut lookups = locked(&self.lookups);
+            let outcome = lookups.on_message(&seen, &self.conn, || cx.child_of_thread(tid));
+            SelfMetrics::set(&cx.self_metrics.dns_pending_evicted, lookups.evicted);
+            drop(lookups);
+            match outcome {
+                Outcome::Answered(answered) => {
+                    let (pending, response, end_ns) = *answered;
+                    finish(pending, Some(response), end_ns, cx, out);
+                }
+                Outcome::Malformed => cx.self_metrics.parse_error("dns", "malformed"),
+                Outcome::Unmatched => cx.self_metrics.parse_error("dns", "unmatched_response"),
+                Outcome::Query | Outcome::Ignored => {}
+            }
+        }
+    }
+
+    fn close(&mut self, _conn: &ConnInfo, _tid: u32, _cx: &mut Context, _out: &mut Vec<Span>) {
+        // Pending queries outlive the socket (a resolver may answer after a
+        // client gave up): they end by answer or timeout.
+    }
+}
+
+/// A lookup's span and metrics.
+fn finish(
+    p: Pending,
+    response: Option<DnsMessage>,
+    end_ns: u64,
+    cx: &mut Context,
+    out: &mut Vec<Span>,
+) {
+    let s = crate::spans::dns::span(crate::spans::dns::DnsLookup {
+        question: p.question,
+        start_ns: cx.clock.unix_ns(p.start_ns),
+        end_ns: cx.clock.unix_ns(end_ns),
+        response,
+        server: p.server,
+        transport: p.transport,
+        resource: p.resource,
+        context: p.context,
+    });
+    locked(&cx.metrics.dns).record(&s);
+    if let Some(otlp) = &cx.metrics.otlp {
+        otlp.record_dns(&s);
+    }
+    if cx.keep_span(&s, None) {
+        out.push(s);
+    }
+}
 
 /// Queries awaiting their answer, host-wide.
 const MAX_PENDING: usize = 8192;
@@ -34,13 +163,18 @@ impl DnsConn {
         }
     }
 
-    /// The DNS messages in a chunk: the datagram itself over UDP, the complete
-    /// length-prefixed messages over TCP.
-    pub fn messages(&mut self, direction: Direction, chunk: &Chunk) -> Vec<Vec<u8>> {
+    /// The DNS messages in a chunk with its time: the datagram itself over
+    /// UDP, the complete length-prefixed messages over TCP.
+    pub fn messages(&mut self, direction: Direction, chunk: Chunk) -> Vec<(Vec<u8>, u64)> {
         if self.tcp {
-            self.framers[direction.index()].push(&chunk.data, chunk.missing)
+            let framer = &mut self.framers[direction.index()];
+            framer
+                .push(&chunk.data, chunk.missing)
+                .into_iter()
+                .map(|m| (m, chunk.ts_ns))
+                .collect()
         } else {
-            vec![chunk.data.clone()]
+            vec![(chunk.data, chunk.ts_ns)]
         }
     }
 }

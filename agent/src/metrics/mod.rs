@@ -10,6 +10,7 @@
 pub mod dns;
 pub mod http;
 pub mod prometheus;
+pub mod rpc;
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{CounterFamily, HistogramFamily, dns::DnsMetrics, http::HttpMetrics};
+use super::{CounterFamily, HistogramFamily, dns::DnsMetrics, http::HttpMetrics, rpc::RpcMetrics};
 use crate::self_metrics::Snapshot;
 
 /// A Prometheus metric or label name from an OTel name.
@@ -136,9 +136,9 @@ fn counter(out: &mut String, family: &CounterFamily) {
 }
 
 /// The whole exposition.
-pub fn render(http: &HttpMetrics, dns: &DnsMetrics, s: &Snapshot) -> String {
+pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapshot) -> String {
     let mut out = String::new();
-    for family in http.families() {
+    for family in http.families().into_iter().chain(rpc.families()) {
         histogram(&mut out, family);
     }
     histogram(&mut out, &dns.duration);
@@ -397,7 +397,12 @@ mod tests {
             .record(vec![("http.route", "/a".into())], 0.003);
         http.server_duration
             .record(vec![("http.route", "/a".into())], 0.2);
-        let text = render(&http, &DnsMetrics::new(10), &Snapshot::default());
+        let text = render(
+            &http,
+            &RpcMetrics::new(10),
+            &DnsMetrics::new(10),
+            &Snapshot::default(),
+        );
         assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
         assert!(text.contains(
             "http_server_request_duration_seconds_bucket{http_route=\"/a\",le=\"0.005\"} 1"

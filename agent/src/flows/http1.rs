@@ -1,0 +1,170 @@
+//! HTTP/1.x connections: the [`Session`] pairs requests with responses, and
+//! each exchange becomes RED metrics and (when something consumes spans and the
+//! sampler keeps it) a span.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use super::{ConnInfo, Context, Flow, Module, context::Incoming, context::locked};
+use crate::{
+    capture::Direction,
+    conn::Chunk,
+    discovery::Resource,
+    protocols::http1::{Exchange, Output, Session},
+    self_metrics::SelfMetrics,
+    spans::{
+        Span, SpanContext, SpanKind,
+        http::{HttpFlow, span},
+        measure::{Measure, PortText},
+        route::{OVERFLOW_ROUTE, path_of},
+    },
+};
+
+/// HTTP/1.0 and 1.1, detected by a request or status line.
+pub struct Http1;
+
+impl Module for Http1 {
+    fn detects(&self, _conn: &ConnInfo, _direction: Direction, chunk: &Chunk) -> bool {
+        Session::detect(&chunk.data)
+    }
+
+    fn open(&self, conn: &ConnInfo, cx: &mut Context) -> Box<dyn Flow> {
+        Box::new(Http1Conn {
+            resource: cx.discovery.resource(conn.key.tgid, &conn.comm),
+            peer_ip: None,
+            session: Session::new(conn.requests_from(), cx.capture.clone()),
+            contexts: VecDeque::new(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Http1Conn {
+    session: Session,
+    /// The peer's IP as text, for client metrics without a `Host` header:
+    /// formatted once per connection, not per request.
+    peer_ip: Option<Box<str>>,
+    /// Who the connection belongs to, looked up once when HTTP was detected
+    /// (procfs reads per request would cost more than the parsing).
+    resource: Arc<Resource>,
+    /// Span contexts of started requests, oldest first, with the sampled flag of
+    /// an incoming `traceparent`.
+    contexts: VecDeque<(SpanContext, Option<bool>)>,
+}
+
+impl Flow for Http1Conn {
+    fn data(
+        &mut self,
+        conn: &ConnInfo,
+        direction: Direction,
+        chunk: Chunk,
+        tid: u32,
+        cx: &mut Context,
+        out: &mut Vec<Span>,
+    ) {
+        let output = self.session.push(direction, &chunk);
+        self.handle(conn, tid, output, cx, out);
+    }
+
+    fn close(&mut self, conn: &ConnInfo, tid: u32, cx: &mut Context, out: &mut Vec<Span>) {
+        let output = self.session.close();
+        self.handle(conn, tid, output, cx, out);
+    }
+}
+
+impl Http1Conn {
+    fn kind(&self) -> SpanKind {
+        match self.session.requests_from() {
+            Some(Direction::Egress) => SpanKind::Client,
+            _ => SpanKind::Server,
+        }
+    }
+
+    fn handle(
+        &mut self,
+        conn: &ConnInfo,
+        tid: u32,
+        output: Output,
+        cx: &mut Context,
+        out: &mut Vec<Span>,
+    ) {
+        let kind = self.kind();
+        for reason in &output.errors {
+            cx.self_metrics.parse_error("http1", reason);
+        }
+        for started in &output.started {
+            let incoming = Incoming {
+                traceparent: started.traceparent.as_deref(),
+                tracestate: started.tracestate.as_deref(),
+            };
+            self.contexts
+                .push_back(cx.context_for(kind, tid, incoming, true));
+        }
+        for _ in 0..output.abandoned {
+            self.contexts.pop_front();
+        }
+        for exchange in &output.exchanges {
+            let started = match self.contexts.pop_front() {
+                Some(started) => started,
+                None => (cx.new_root(), None),
+            };
+            if kind == SpanKind::Server {
+                cx.served(tid, &started.0);
+            }
+            self.finish(conn, exchange, started, cx, out);
+        }
+    }
+
+    /// Metrics for one exchange, and its span if kept; `started`: its span
+    /// context and the sampled flag of its incoming `traceparent`.
+    fn finish(
+        &mut self,
+        conn: &ConnInfo,
+        exchange: &Exchange,
+        (context, parent_sampled): (SpanContext, Option<bool>),
+        cx: &mut Context,
+        out: &mut Vec<Span>,
+    ) {
+        let kind = self.kind();
+        let route = cx.routes.route(
+            &self.resource.service_name,
+            path_of(&exchange.request.target),
+        );
+        if route == OVERFLOW_ROUTE {
+            SelfMetrics::add(&cx.self_metrics.routes_overflowed, 1);
+        }
+        if self.peer_ip.is_none()
+            && let Some(peer) = conn.peer
+        {
+            self.peer_ip = Some(peer.ip().to_string().into_boxed_str());
+        }
+        let flow = HttpFlow {
+            exchange,
+            kind,
+            peer: conn.peer,
+            local: conn.local,
+            route: &route,
+            resource: Arc::clone(&self.resource),
+            context,
+            start_ns: cx.clock.unix_ns(exchange.request_start_ns),
+            end_ns: cx.clock.unix_ns(exchange.response_end_ns),
+            capture_query: cx.capture_query,
+        };
+        let measure = Measure::new(&flow, self.peer_ip.as_deref());
+        let mut port = PortText::default();
+        let labels = measure.label_pairs(&mut port);
+        locked(&cx.metrics.http).record_measure(&measure, labels.as_slice());
+        if let Some(otlp) = &cx.metrics.otlp {
+            otlp.record_measure(&measure, labels.as_slice());
+        }
+        if cx.spans_consumed
+            && cx.keeps(
+                measure.error(),
+                measure.duration_ns,
+                &flow.context,
+                parent_sampled,
+            )
+        {
+            out.push(span(flow));
+        }
+    }
+}
