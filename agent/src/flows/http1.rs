@@ -13,7 +13,7 @@ use crate::{
     self_metrics::SelfMetrics,
     spans::{
         Span, SpanContext, SpanKind,
-        http::{HttpFlow, span},
+        http::{HttpExchange, HttpFlow, span},
         measure::{Measure, PortText},
         route::{OVERFLOW_ROUTE, path_of},
     },
@@ -138,11 +138,11 @@ impl Http1Conn {
             self.peer_ip = Some(peer.ip().to_string().into_boxed_str());
         }
         let flow = HttpFlow {
-            exchange,
+            exchange: HttpExchange::http1(exchange),
             kind,
             peer: conn.peer,
             local: conn.local,
-            route: &route,
+            route: Some(&route),
             resource: Arc::clone(&self.resource),
             context,
             start_ns: cx.clock.unix_ns(exchange.request_start_ns),

@@ -19,14 +19,75 @@ pub fn method(raw: &str) -> &'static str {
         .unwrap_or("_OTHER")
 }
 
+/// An HTTP request and its response as spans and metrics see them, whatever
+/// the protocol version. `None` means not known (an HTTP/2 stream joined
+/// midway whose header fields referenced table entries the agent never saw,
+/// or a stream reset before its response): such fields are left out, never
+/// guessed.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpExchange<'a> {
+    pub method: Option<&'a str>,
+    /// The request target as sent (path and query; absolute form for proxies).
+    pub target: Option<&'a str>,
+    /// `network.protocol.version`: "1.0", "1.1", "2".
+    pub version: &'static str,
+    /// `Host` (HTTP/1) or `:authority` (HTTP/2).
+    pub host: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub status: Option<u16>,
+    /// `error.type` when there is no status to judge by (a reset stream).
+    pub failure: Option<&'static str>,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    /// Opted-in headers and body prefixes.
+    pub request_headers: &'a [(String, String)],
+    pub response_headers: &'a [(String, String)],
+    pub request_body: &'a [u8],
+    pub response_body: &'a [u8],
+}
+
+impl<'a> HttpExchange<'a> {
+    pub fn http1(e: &'a Exchange) -> HttpExchange<'a> {
+        let req = &e.request;
+        HttpExchange {
+            method: Some(&req.method),
+            target: Some(&req.target),
+            version: if req.minor_version == 0 { "1.0" } else { "1.1" },
+            host: req.headers.host.as_deref(),
+            user_agent: req.headers.user_agent.as_deref(),
+            status: Some(e.response.status),
+            failure: None,
+            request_body_bytes: e.request_body_bytes,
+            response_body_bytes: e.response_body_bytes,
+            request_headers: &req.headers.captured,
+            response_headers: &e.response.headers.captured,
+            request_body: &e.request_body,
+            response_body: &e.response_body,
+        }
+    }
+
+    /// `http.request.method`, when the method is known.
+    pub fn method(&self) -> Option<&'static str> {
+        self.method.map(method)
+    }
+
+    /// `error.type`, by the span kind's rule.
+    pub fn error_type(&self, kind: SpanKind) -> Option<Cow<'static, str>> {
+        match self.status {
+            Some(status) => error_type(kind, status).map(Cow::Owned),
+            None => self.failure.map(Cow::Borrowed),
+        }
+    }
+}
+
 /// One finished HTTP exchange with what the agent knows around it.
 pub struct HttpFlow<'a> {
-    pub exchange: &'a Exchange,
+    pub exchange: HttpExchange<'a>,
     pub kind: SpanKind,
     pub peer: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
-    /// Templated route (see `route`).
-    pub route: &'a str,
+    /// Templated route (see `route`); `None` when the path is not known.
+    pub route: Option<&'a str>,
     pub resource: Arc<Resource>,
     pub context: SpanContext,
     /// Unix ns of the span's start and end.
@@ -76,32 +137,31 @@ pub fn error_type(kind: SpanKind, status: u16) -> Option<String> {
 
 pub fn span(flow: HttpFlow<'_>) -> Span {
     let e = flow.exchange;
-    let req = &e.request;
-    let method = method(&req.method);
-    let path = path_of(&req.target);
-    let version = if req.minor_version == 0 { "1.0" } else { "1.1" };
-    let (host, host_port) = req.headers.host.as_deref().map(split_host).unzip();
+    let method = e.method();
+    let path = e.target.map(path_of);
+    let (host, host_port) = e.host.map(split_host).unzip();
     let host_port = host_port.flatten();
-    let query = req
+    let query = e
         .target
-        .split_once('?')
+        .and_then(|t| t.split_once('?'))
         .map(|(_, q)| q.split('#').next().unwrap_or_default());
     let query = query.filter(|q| flow.capture_query && !q.is_empty());
-    let mut attrs: Vec<(&'static str, Value)> = vec![
-        ("http.request.method", Value::Str(method.to_string())),
-        (
-            "http.response.status_code",
-            Value::Int(i64::from(e.response.status)),
-        ),
-        ("url.scheme", Value::Str("http".into())),
-        ("network.protocol.version", Value::Str(version.into())),
-        ("http.route", Value::Str(flow.route.to_string())),
-    ];
-    if method == "_OTHER" {
-        attrs.push((
-            "http.request.method_original",
-            Value::Str(req.method.clone()),
-        ));
+    let mut attrs: Vec<(&'static str, Value)> = Vec::with_capacity(16);
+    if let Some(method) = method {
+        attrs.push(("http.request.method", Value::Str(method.to_string())));
+    }
+    if let Some(status) = e.status {
+        attrs.push(("http.response.status_code", Value::Int(i64::from(status))));
+    }
+    attrs.push(("url.scheme", Value::Str("http".into())));
+    attrs.push(("network.protocol.version", Value::Str(e.version.into())));
+    if let Some(route) = flow.route {
+        attrs.push(("http.route", Value::Str(route.to_string())));
+    }
+    if method == Some("_OTHER")
+        && let Some(original) = e.method
+    {
+        attrs.push(("http.request.method_original", Value::Str(original.into())));
     }
     if let Some(peer) = flow.peer {
         attrs.push(("network.peer.address", Value::Str(peer.ip().to_string())));
@@ -109,7 +169,9 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
     }
     match flow.kind {
         SpanKind::Server => {
-            attrs.push(("url.path", Value::Str(path.to_string())));
+            if let Some(path) = path {
+                attrs.push(("url.path", Value::Str(path.to_string())));
+            }
             if let Some(q) = query {
                 attrs.push(("url.query", Value::Str(q.to_string())));
             }
@@ -132,24 +194,26 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
                 .or(flow.peer.map(|p| p.ip().to_string()))
                 .unwrap_or_default();
             let port = host_port.or(flow.peer.map(|p| p.port()));
-            let authority = match port {
-                Some(80) | None => server.clone(),
-                Some(p) if server.contains(':') => format!("[{server}]:{p}"),
-                Some(p) => format!("{server}:{p}"),
-            };
-            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-            attrs.push((
-                "url.full",
-                Value::Str(format!("http://{authority}{path}{query}")),
-            ));
+            if let Some(path) = path {
+                let authority = match port {
+                    Some(80) | None => server.clone(),
+                    Some(p) if server.contains(':') => format!("[{server}]:{p}"),
+                    Some(p) => format!("{server}:{p}"),
+                };
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                attrs.push((
+                    "url.full",
+                    Value::Str(format!("http://{authority}{path}{query}")),
+                ));
+            }
             attrs.push(("server.address", Value::Str(server)));
             if let Some(port) = port {
                 attrs.push(("server.port", Value::Int(i64::from(port))));
             }
         }
     }
-    if let Some(ua) = &req.headers.user_agent {
-        attrs.push(("user_agent.original", Value::Str(ua.clone())));
+    if let Some(ua) = e.user_agent {
+        attrs.push(("user_agent.original", Value::Str(ua.to_string())));
     }
     attrs.push((
         "http.request.body.size",
@@ -159,18 +223,14 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
         "http.response.body.size",
         Value::Int(e.response_body_bytes as i64),
     ));
-    let error = error_type(flow.kind, e.response.status);
+    let error = e.error_type(flow.kind);
     if let Some(error) = &error {
-        attrs.push(("error.type", Value::Str(error.clone())));
+        attrs.push(("error.type", Value::Str(error.to_string())));
     }
-    let name = if flow.route.is_empty() || method == "_OTHER" {
-        if method == "_OTHER" {
-            "HTTP".to_string()
-        } else {
-            method.to_string()
-        }
-    } else {
-        format!("{method} {}", flow.route)
+    let name = match (method, flow.route) {
+        (None | Some("_OTHER"), _) => "HTTP".to_string(),
+        (Some(method), Some(route)) if !route.is_empty() => format!("{method} {route}"),
+        (Some(method), _) => method.to_string(),
     };
     Span {
         trace_id: flow.context.trace_id,
@@ -185,13 +245,10 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
         attributes: attrs
             .into_iter()
             .map(|(k, v)| (Cow::Borrowed(k), v))
-            .chain(headers("http.request.header", &req.headers.captured))
-            .chain(headers(
-                "http.response.header",
-                &e.response.headers.captured,
-            ))
-            .chain(body("http.request.body.content", &e.request_body))
-            .chain(body("http.response.body.content", &e.response_body))
+            .chain(headers("http.request.header", e.request_headers))
+            .chain(headers("http.response.header", e.response_headers))
+            .chain(body("http.request.body.content", e.request_body))
+            .chain(body("http.response.body.content", e.response_body))
             .collect(),
         status: if error.is_some() {
             Status::Error
@@ -259,11 +316,11 @@ pub(crate) mod tests {
 
     fn flow<'a>(e: &'a Exchange, kind: SpanKind, route: &'a str) -> HttpFlow<'a> {
         HttpFlow {
-            exchange: e,
+            exchange: HttpExchange::http1(e),
             kind,
             peer: Some("10.0.0.9:40000".parse().unwrap()),
             local: Some("10.0.0.1:8080".parse().unwrap()),
-            route,
+            route: Some(route),
             resource: resource(),
             context: SpanContext {
                 trace_id: [1; 16],

@@ -11,17 +11,19 @@ use std::sync::{Arc, OnceLock};
 
 use super::{
     SpanKind,
-    http::{HttpFlow, error_type, method},
+    http::{HttpFlow, error_type},
 };
 use crate::discovery::Resource;
 
 /// One finished exchange as the metrics see it.
 pub struct Measure<'a> {
     pub kind: SpanKind,
-    /// `http.request.method` (a known method or `_OTHER`).
-    pub method: &'static str,
-    pub status: u16,
-    pub route: &'a str,
+    /// `http.request.method` (a known method or `_OTHER`), if known.
+    pub method: Option<&'static str>,
+    pub status: Option<u16>,
+    /// `error.type` without a status (a reset HTTP/2 stream).
+    pub failure: Option<&'static str>,
+    pub route: Option<&'a str>,
     pub version: &'static str,
     /// Clients: `server.address` (the `Host` header's host, else the peer's IP).
     pub server_address: Option<&'a str>,
@@ -57,7 +59,7 @@ impl<'a> Pairs<'a> {
 pub struct PortText([u8; 5]);
 
 impl PortText {
-    fn set(&mut self, port: u16) -> &str {
+    pub fn set(&mut self, port: u16) -> &str {
         use std::io::Write as _;
         let mut cursor = std::io::Cursor::new(&mut self.0[..]);
         // At most 5 digits: fits.
@@ -89,9 +91,8 @@ pub fn split_host(host: &str) -> (&str, Option<u16>) {
 impl<'a> Measure<'a> {
     /// `peer_ip` is the peer's IP as text, formatted once per connection.
     pub fn new(flow: &'a HttpFlow<'a>, peer_ip: Option<&'a str>) -> Measure<'a> {
-        let e = flow.exchange;
-        let req = &e.request;
-        let (host, host_port) = req.headers.host.as_deref().map(split_host).unzip();
+        let e = &flow.exchange;
+        let (host, host_port) = e.host.map(split_host).unzip();
         let host_port = host_port.flatten();
         let (server_address, server_port) = match flow.kind {
             SpanKind::Server => (None, None),
@@ -102,10 +103,11 @@ impl<'a> Measure<'a> {
         };
         Measure {
             kind: flow.kind,
-            method: method(&req.method),
-            status: e.response.status,
+            method: e.method(),
+            status: e.status,
+            failure: e.failure,
             route: flow.route,
-            version: if req.minor_version == 0 { "1.0" } else { "1.1" },
+            version: e.version,
             server_address,
             server_port,
             resource: &flow.resource,
@@ -117,24 +119,35 @@ impl<'a> Measure<'a> {
 
     /// The span would have status ERROR (and `error.type`).
     pub fn error(&self) -> bool {
-        error_type(self.kind, self.status).is_some()
+        match self.status {
+            Some(status) => error_type(self.kind, status).is_some(),
+            None => self.failure.is_some(),
+        }
     }
 
     /// The metric labels, sorted by name; `port` holds the port's text.
     /// Computed once per exchange, for every metrics output.
     pub fn label_pairs<'b>(&'b self, port: &'b mut PortText) -> Pairs<'b> {
-        let status = three_digits(self.status);
+        let status = self.status.map(three_digits);
         let mut pairs = Pairs {
             items: [("", ""); 9],
             len: 0,
         };
-        if self.error() {
-            pairs.push("error.type", status);
+        if self.error()
+            && let Some(error) = status.or(self.failure)
+        {
+            pairs.push("error.type", error);
         }
-        pairs.push("http.request.method", self.method);
-        pairs.push("http.response.status_code", status);
-        if self.kind == SpanKind::Server {
-            pairs.push("http.route", self.route);
+        if let Some(method) = self.method {
+            pairs.push("http.request.method", method);
+        }
+        if let Some(status) = status {
+            pairs.push("http.response.status_code", status);
+        }
+        if self.kind == SpanKind::Server
+            && let Some(route) = self.route
+        {
+            pairs.push("http.route", route);
         }
         pairs.push("network.protocol.version", self.version);
         if let Some(address) = self.server_address {
@@ -189,11 +202,11 @@ mod tests {
                     {
                         let e = exchange(method, status, host, minor);
                         let flow = HttpFlow {
-                            exchange: &e,
+                            exchange: crate::spans::http::HttpExchange::http1(&e),
                             kind,
                             peer,
                             local: Some("127.0.0.1:80".parse().unwrap()),
-                            route: "/users/{id}",
+                            route: Some("/users/{id}"),
                             resource: Arc::clone(&resource),
                             context: SpanContext {
                                 trace_id: [1; 16],

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod http;
 pub mod measure;
 pub mod route;
+pub mod rpc;
 pub mod sampler;
 
 use std::{borrow::Cow, sync::Arc};

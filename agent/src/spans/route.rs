@@ -133,6 +133,22 @@ impl Routes {
         seen.insert(route.clone());
         route
     }
+
+    /// Whether a name that is already bounded in form (an RPC method) fits
+    /// in `service`'s route budget: names seen before always do, new ones
+    /// until the budget is spent.
+    pub fn admit(&mut self, service: &str, name: &str) -> bool {
+        let seen = self.seen.entry(service.to_string()).or_default();
+        if seen.contains(name) {
+            return true;
+        }
+        if seen.len() >= self.max_routes {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        seen.insert(name.to_string());
+        true
+    }
 }
 
 #[cfg(test)]
