@@ -15,8 +15,16 @@ use core::mem::size_of;
 pub const MAX_CAPTURE_BYTES: usize = 8 * 1024;
 /// Default runtime cap on the payload captured per syscall.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
-/// iovec entries walked per `readv`/`writev`/`sendmsg`/`recvmsg` (constant loop bound).
-pub const MAX_IOV: usize = 8;
+/// iovec entries walked per `readv`/`writev`/`sendmsg`/`recvmsg` (constant loop
+/// bound). gRPC's C core writes each frame header and payload as separate
+/// slices and batches the frames of concurrent calls: 25 slices open a
+/// connection, 160 carry 40 concurrent calls. Slices past the bound are not
+/// captured, and HTTP/2 framing (and with it the HPACK table) is lost there.
+pub const MAX_IOV: usize = 256;
+/// iovec entries walked per message of `sendmmsg`/`recvmmsg` (datagrams,
+/// resolvers: one or two slices; the loop runs inside the message loop, so
+/// its bound multiplies the verifier's work).
+pub const MAX_MMSG_IOV: usize = 8;
 /// Messages reported per `sendmmsg`/`recvmmsg` call (constant loop bound).
 pub const MAX_MMSG: usize = 8;
 /// Bytes of a `struct sockaddr` copied verbatim (the size of `sockaddr_in6`).
@@ -286,7 +294,8 @@ pub enum Loss {
     RingbufFull = 0,
     /// `bpf_probe_read_user` of a payload failed: event sent without payload.
     CopyFailed = 1,
-    /// More iovecs than `MAX_IOV`: the payload is truncated (the byte count is exact).
+    /// More iovecs than `MAX_IOV` (`MAX_MMSG_IOV` per mmsg message): the payload
+    /// is truncated (the byte count is exact).
     IovLimit = 2,
     /// More messages than `MAX_MMSG` in one `sendmmsg`/`recvmmsg`: the rest are lost.
     MmsgLimit = 3,

@@ -5,8 +5,8 @@
 //! so each program only contains the path of its own syscall.
 
 use agent_common::{
-    EventHeader, Loss, MAX_CAPTURE_BYTES, MAX_IOV, MAX_MMSG, PendingCall, SOCKADDR_BYTES, SockInfo,
-    SockKey, Syscall, direction, flags, kind,
+    EventHeader, Loss, MAX_CAPTURE_BYTES, MAX_IOV, MAX_MMSG, MAX_MMSG_IOV, PendingCall,
+    SOCKADDR_BYTES, SockInfo, SockKey, Syscall, direction, flags, kind,
 };
 use aya_ebpf::{
     helpers::{
@@ -440,17 +440,32 @@ fn copy_user(data: &mut [u8; 3 * MAX_CAPTURE_BYTES], off: u32, src: u64, len: u3
     ret == 0
 }
 
-/// Copies up to `want` bytes of the iovec array into `data`; returns bytes copied.
+/// Copies up to `want` bytes of the first `N` entries of the iovec array into
+/// `buf.data`; returns bytes copied.
+///
+/// The running offset lives in `buf.header.captured` (map memory), read and
+/// written volatile each iteration: a value loaded from a map has no tracked
+/// range, so every path through one iteration reaches the next in the same
+/// verifier state and is pruned there. Kept in a register, the offset's range
+/// differs per path and the paths double with each iovec (32 iovecs took the
+/// verifier past its 1M-instruction limit; 256 fit now).
 #[inline(always)]
-fn copy_iov(
-    data: &mut [u8; 3 * MAX_CAPTURE_BYTES],
+fn copy_iov<const N: usize>(
+    buf: &mut Scratch,
     iov: u64,
     iovcnt: u64,
     want: u32,
 ) -> Result<u32, Loss> {
-    let mut off: u32 = 0;
-    for i in 0..MAX_IOV as u64 {
-        if i >= iovcnt || off >= want {
+    let off_slot: *mut u32 = &mut buf.header.captured;
+    // SAFETY: `off_slot` points into the per-CPU scratch value, valid and ours.
+    unsafe { core::ptr::write_volatile(off_slot, 0) };
+    for i in 0..N as u64 {
+        if i >= iovcnt {
+            break;
+        }
+        // SAFETY: as above.
+        let off = unsafe { core::ptr::read_volatile(off_slot) };
+        if off >= want {
             break;
         }
         // SAFETY: bounded read of one iovec from user memory.
@@ -458,12 +473,15 @@ fn copy_iov(
             .map_err(|_| Loss::CopyFailed)?;
         let room = (want - off) as u64;
         let len = if seg[1] < room { seg[1] } else { room } as u32;
-        if len > 0 && !copy_user(data, off, seg[0], len) {
+        if len > 0 && !copy_user(&mut buf.data, off, seg[0], len) {
             return Err(Loss::CopyFailed);
         }
-        off += len;
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(off_slot, off + len) };
     }
-    if iovcnt > MAX_IOV as u64 && off < want {
+    // SAFETY: as above.
+    let off = unsafe { core::ptr::read_volatile(off_slot) };
+    if iovcnt > N as u64 && off < want {
         count_loss(Loss::IovLimit);
     }
     Ok(off)
@@ -551,8 +569,8 @@ fn on_data(
                 Err(Loss::CopyFailed)
             }
         }
-        Syscall::Readv | Syscall::Writev => copy_iov(&mut buf.data, call.arg1, call.arg2, want),
-        _ => copy_msghdr(buf, call.arg1, want),
+        Syscall::Readv | Syscall::Writev => copy_iov::<MAX_IOV>(buf, call.arg1, call.arg2, want),
+        _ => copy_msghdr::<MAX_IOV>(buf, call.arg1, want),
     };
     let captured = match copied {
         Ok(n) => n,
@@ -565,9 +583,10 @@ fn on_data(
     submit(buf, captured)
 }
 
-/// Copies the name and up to `want` bytes of the data of the msghdr at `msg`.
+/// Copies the name and up to `want` bytes of the data (its first `N` iovecs)
+/// of the msghdr at `msg`.
 #[inline(always)]
-fn copy_msghdr(buf: &mut Scratch, msg: u64, want: u32) -> Result<u32, Loss> {
+fn copy_msghdr<const N: usize>(buf: &mut Scratch, msg: u64, want: u32) -> Result<u32, Loss> {
     // SAFETY: bounded reads of user memory; failures are handled.
     let (name, namelen, iov, iovlen) = unsafe {
         (
@@ -581,7 +600,7 @@ fn copy_msghdr(buf: &mut Scratch, msg: u64, want: u32) -> Result<u32, Loss> {
     if namelen > 0 {
         read_addr(&mut buf.header, name);
     }
-    copy_iov(&mut buf.data, iov, iovlen, want)
+    copy_iov::<N>(buf, iov, iovlen, want)
 }
 
 /// sendmmsg/recvmmsg: one record per message, `ret` being the message count.
@@ -612,7 +631,7 @@ fn on_mmsg(
         };
         let buf = begin_data(pid_tgid, &info, call, syscall, len as i64, comm)?;
         let want = if len < cap() { len } else { cap() };
-        let captured = copy_msghdr(buf, msg, want).unwrap_or_else(|reason| {
+        let captured = copy_msghdr::<MAX_MMSG_IOV>(buf, msg, want).unwrap_or_else(|reason| {
             count_loss(reason);
             buf.header.flags |= flags::COPY_FAILED;
             0

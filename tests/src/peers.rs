@@ -116,3 +116,200 @@ pub async fn python(code: String) -> u32 {
     .await
     .expect("join")
 }
+
+const GRPC_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/grpc_peer.py");
+
+/// The grpcio test server (`peers/grpc_peer.py`), killed on drop.
+pub struct GrpcServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl GrpcServer {
+    pub fn start() -> GrpcServer {
+        let (child, port) = spawn_listening(Command::new("python3").args([GRPC_PEER, "server"]));
+        GrpcServer { child, port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a grpcio client scenario did: its pid and each call's method and the
+/// status code the client library reported.
+pub struct GrpcCalls {
+    pub pid: u32,
+    pub calls: Vec<(String, String)>,
+}
+
+/// Parses the client's JSON line.
+fn grpc_calls(pid: u32, line: &str) -> GrpcCalls {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let calls = v["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (text("method"), text("code"))
+        })
+        .collect();
+    GrpcCalls { pid, calls }
+}
+
+/// Runs a grpcio client scenario (`mix`, `big`, `concurrent`) to completion.
+pub async fn grpc_client(port: u16, scenario: &str) -> GrpcCalls {
+    let scenario = scenario.to_string();
+    tokio::task::spawn_blocking(move || {
+        let child = Command::new("python3")
+            .args([GRPC_PEER, "client", &port.to_string(), &scenario])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("grpc client output");
+        assert!(out.status.success(), "grpc client {scenario} failed");
+        grpc_calls(pid, String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .await
+    .expect("join")
+}
+
+/// A grpcio client that makes calls in two rounds on one channel: `before`
+/// calls, then (after [`LateClient::go`]) `after` more.
+pub struct LateClient {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl LateClient {
+    /// Starts it and waits until the first round is done.
+    pub fn start(port: u16, before: usize, after: usize) -> LateClient {
+        let mut child = Command::new("python3")
+            .args([GRPC_PEER, "client", &port.to_string(), "late"])
+            .args([before.to_string(), after.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("ready line");
+        assert_eq!(line.trim(), "ready");
+        LateClient { child, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs the second round to completion.
+    pub fn go(mut self) -> GrpcCalls {
+        use std::io::Write as _;
+        let pid = self.pid();
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("go");
+        drop(stdin);
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("calls line");
+        let _ = self.child.wait();
+        grpc_calls(pid, line.trim())
+    }
+}
+
+/// nginx serving HTTP/2 with prior knowledge (h2c) on a free port:
+/// `/status/503` answers 503, anything else 200. Killed on drop.
+pub struct H2Nginx {
+    child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl H2Nginx {
+    pub fn start() -> H2Nginx {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("e2e-h2-nginx-{port}"));
+        std::fs::create_dir_all(&dir).expect("nginx dir");
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; error_log stderr; \
+             pid {d}/nginx.pid; events {{ worker_connections 256; }} \
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; \
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi; \
+             server {{ listen 127.0.0.1:{port} http2; \
+             location = /status/503 {{ return 503 \"unavailable\\n\"; }} \
+             location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).expect("nginx.conf");
+        let child = Command::new("nginx")
+            .args(["-e", "stderr", "-c"])
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian package nginx)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        H2Nginx { child, port, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for H2Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `h2load` (Debian `nghttp2-client`) to completion; returns its pid and
+/// the requests it reports as succeeded.
+pub async fn h2load(url: String, requests: u32, clients: u32, streams: u32) -> (u32, u32) {
+    tokio::task::spawn_blocking(move || {
+        let child = Command::new("h2load")
+            .args(["-n", &requests.to_string(), "-c", &clients.to_string()])
+            .args(["-m", &streams.to_string(), &url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("h2load (Debian package nghttp2-client)");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("h2load output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "requests: 200 total, 200 started, 200 done, 200 succeeded, ..."
+        let succeeded = text
+            .lines()
+            .find_map(|l| l.strip_prefix("requests: "))
+            .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" succeeded")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("h2load said:\n{text}"));
+        (pid, succeeded)
+    })
+    .await
+    .expect("join")
+}

@@ -96,7 +96,9 @@ pub const TOOLS: &[Tool] = &[
     ),
     machine("node", NODE_HINT, "the pprof decoder (npm pprof-format)"),
     machine("npm", NODE_HINT, "installing the pprof decoder"),
+    apt("h2load", "nghttp2-client", "HTTP/2 load client (h2c)"),
     pip("hpack", "hpack", "HPACK differential test"),
+    pip("grpc", "grpcio", "gRPC server and client peers"),
 ];
 
 /// The tools whose probe fails.

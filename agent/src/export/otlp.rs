@@ -475,6 +475,7 @@ struct ServiceMeters {
     duration: [Histogram<f64>; 2],
     request_size: [Histogram<u64>; 2],
     response_size: [Histogram<u64>; 2],
+    rpc_duration: [Histogram<f64>; 2],
     dns_duration: Histogram<f64>,
     dns_responses: Counter<u64>,
 }
@@ -551,6 +552,10 @@ impl OtlpMetrics {
                     "Size of HTTP client response bodies.",
                 ),
             ],
+            rpc_duration: [
+                duration("rpc.server.call.duration", "Duration of RPCs served."),
+                duration("rpc.client.call.duration", "Duration of RPCs made."),
+            ],
             dns_duration: duration("dns.lookup.duration", "Duration of DNS lookups."),
             dns_responses: meter
                 .u64_counter("dns.responses")
@@ -596,6 +601,27 @@ impl OtlpMetrics {
             meters.duration[i].record(m.duration_ns as f64 / 1e9, &attrs);
             meters.request_size[i].record(m.request_body_bytes, &attrs);
             meters.response_size[i].record(m.response_body_bytes, &attrs);
+        });
+    }
+
+    /// Records one RPC under its label pairs (`service.name` is the resource's).
+    pub fn record_rpc(
+        &self,
+        resource: &Resource,
+        kind: SpanKind,
+        labels: &[(&'static str, &str)],
+        duration_ns: u64,
+    ) {
+        let attrs: Vec<KeyValue> = labels
+            .iter()
+            .filter(|(k, _)| *k != "service.name")
+            .map(|&(k, v)| match k {
+                "server.port" => KeyValue::new(k, v.parse::<i64>().unwrap_or(0)),
+                _ => KeyValue::new(k, v.to_string()),
+            })
+            .collect();
+        self.with_meters(resource, |meters| {
+            meters.rpc_duration[index(kind)].record(duration_ns as f64 / 1e9, &attrs);
         });
     }
 

@@ -46,7 +46,7 @@ impl Module for Dns {
         false
     }
 
-    fn open(&self, conn: &ConnInfo, cx: &mut Context) -> Box<dyn Flow> {
+    fn open(&self, conn: &ConnInfo, _first: &Chunk, cx: &mut Context) -> Box<dyn Flow> {
         let tcp = conn.transport == Some(Transport::Tcp);
         Box::new(DnsFlow {
             conn: DnsConn::new(tcp, cx.discovery.resource(conn.key.tgid, &conn.comm)),

@@ -27,7 +27,7 @@ impl Module for Http1 {
         Session::detect(&chunk.data)
     }
 
-    fn open(&self, conn: &ConnInfo, cx: &mut Context) -> Box<dyn Flow> {
+    fn open(&self, conn: &ConnInfo, _first: &Chunk, cx: &mut Context) -> Box<dyn Flow> {
         Box::new(Http1Conn {
             resource: cx.discovery.resource(conn.key.tgid, &conn.comm),
             peer_ip: None,
@@ -125,13 +125,7 @@ impl Http1Conn {
         out: &mut Vec<Span>,
     ) {
         let kind = self.kind();
-        let route = cx.routes.route(
-            &self.resource.service_name,
-            path_of(&exchange.request.target),
-        );
-        if route == OVERFLOW_ROUTE {
-            SelfMetrics::add(&cx.self_metrics.routes_overflowed, 1);
-        }
+        let route = route_of(cx, &self.resource.service_name, &exchange.request.target);
         if self.peer_ip.is_none()
             && let Some(peer) = conn.peer
         {
@@ -149,22 +143,45 @@ impl Http1Conn {
             end_ns: cx.clock.unix_ns(exchange.response_end_ns),
             capture_query: cx.capture_query,
         };
-        let measure = Measure::new(&flow, self.peer_ip.as_deref());
-        let mut port = PortText::default();
-        let labels = measure.label_pairs(&mut port);
-        locked(&cx.metrics.http).record_measure(&measure, labels.as_slice());
-        if let Some(otlp) = &cx.metrics.otlp {
-            otlp.record_measure(&measure, labels.as_slice());
-        }
-        if cx.spans_consumed
-            && cx.keeps(
-                measure.error(),
-                measure.duration_ns,
-                &flow.context,
-                parent_sampled,
-            )
-        {
-            out.push(span(flow));
-        }
+        record(flow, self.peer_ip.as_deref(), parent_sampled, cx, out);
+    }
+}
+
+/// The route of a request target in `service`'s bounded route set (overflow
+/// counted).
+pub fn route_of(cx: &mut Context, service: &str, target: &str) -> String {
+    let route = cx.routes.route(service, path_of(target));
+    if route == OVERFLOW_ROUTE {
+        SelfMetrics::add(&cx.self_metrics.routes_overflowed, 1);
+    }
+    route
+}
+
+/// RED metrics for one HTTP exchange of any version, and its span when
+/// something consumes spans and the sampler keeps it; `peer_ip`: the peer's
+/// address as text, formatted once per connection.
+pub fn record(
+    flow: HttpFlow<'_>,
+    peer_ip: Option<&str>,
+    parent_sampled: Option<bool>,
+    cx: &mut Context,
+    out: &mut Vec<Span>,
+) {
+    let measure = Measure::new(&flow, peer_ip);
+    let mut port = PortText::default();
+    let labels = measure.label_pairs(&mut port);
+    locked(&cx.metrics.http).record_measure(&measure, labels.as_slice());
+    if let Some(otlp) = &cx.metrics.otlp {
+        otlp.record_measure(&measure, labels.as_slice());
+    }
+    if cx.spans_consumed
+        && cx.keeps(
+            measure.error(),
+            measure.duration_ns,
+            &flow.context,
+            parent_sampled,
+        )
+    {
+        out.push(span(flow));
     }
 }

@@ -10,6 +10,7 @@
 pub mod context;
 pub mod dns;
 pub mod http1;
+pub mod http2;
 
 use std::{fmt, net::SocketAddr, sync::Arc};
 
@@ -28,7 +29,12 @@ const DETECT_CHUNKS: u8 = 16;
 /// The protocols the tracker follows, in the order they are asked. Modules
 /// that claim connections by address come first.
 fn registry(settings: &TrackerSettings) -> Vec<Box<dyn Module>> {
-    vec![Box::new(dns::Dns::new(settings)), Box::new(http1::Http1)]
+    vec![
+        Box::new(dns::Dns::new(settings)),
+        // Before HTTP/1: the HTTP/2 preface starts like a request line.
+        Box::new(http2::Http2),
+        Box::new(http1::Http1),
+    ]
 }
 
 /// What a parser needs to know about its connection, copied out of [`Conn`] so
@@ -43,6 +49,8 @@ pub struct ConnInfo {
     pub comm: Comm,
     /// Opened before the agent started: its first bytes were not seen.
     pub preexisting: bool,
+    /// CLOCK_MONOTONIC ns of its latest event (its close, once closed).
+    pub last_ns: u64,
 }
 
 impl ConnInfo {
@@ -55,6 +63,7 @@ impl ConnInfo {
             transport: conn.transport,
             comm: conn.comm,
             preexisting: conn.preexisting,
+            last_ns: conn.last_ns,
         }
     }
 
@@ -78,8 +87,9 @@ pub trait Module: Send {
     /// Whether the first bytes seen in one direction are this protocol.
     fn detects(&self, conn: &ConnInfo, direction: Direction, chunk: &Chunk) -> bool;
 
-    /// The parser of a connection this module claimed or detected.
-    fn open(&self, conn: &ConnInfo, cx: &mut Context) -> Box<dyn Flow>;
+    /// The parser of a connection this module claimed or detected; `first`
+    /// is the chunk it was detected on (fed to the flow next).
+    fn open(&self, conn: &ConnInfo, first: &Chunk, cx: &mut Context) -> Box<dyn Flow>;
 
     /// Called every second: finish what timed out by `now_ns` (monotonic).
     fn expire(&mut self, _now_ns: u64, _cx: &mut Context, _out: &mut Vec<Span>) {}
@@ -183,7 +193,7 @@ impl Tracker {
                     .find(|m| m.claims(&info) || m.detects(&info, direction, &chunk));
                 match found {
                     Some(module) => {
-                        conn.protocol = Protocol::Known(module.open(&info, &mut self.cx))
+                        conn.protocol = Protocol::Known(module.open(&info, &chunk, &mut self.cx))
                     }
                     None => {
                         *tries += 1;

@@ -16,7 +16,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 use crate::discovery::Resource;
 use context::{SpanId, TraceId, to_hex};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SpanKind {
     Server,

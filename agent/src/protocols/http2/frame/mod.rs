@@ -5,7 +5,9 @@
 //! The reader keeps only what the caller needs: frame headers, the assembled
 //! header block of HEADERS/PUSH_PROMISE + CONTINUATION (padding and priority
 //! stripped), the small control frames parsed, and for DATA only the length.
-//! Bodies are not kept.
+//! Bodies are not kept: a caller that needs to look inside DATA (gRPC message
+//! prefixes) opts in with [`FrameReader::set_data_bytes`] and receives the
+//! captured data bytes as they pass ([`Event::DataBytes`]).
 //!
 //! # Uncaptured bytes
 //!
@@ -335,6 +337,19 @@ pub enum Event {
         ts_ns: u64,
     },
     Frame(Frame),
+    /// Captured bytes of a DATA frame's data (padding excluded), only when
+    /// enabled with [`FrameReader::set_data_bytes`]. `at` is the position of
+    /// the first byte within the frame's data. Emitted as the bytes arrive,
+    /// so before that frame's [`Event::Frame`], in increasing `at`, possibly
+    /// in several pieces; bytes that were not captured are not reported (the
+    /// holes are where `at` jumps, or the frame's data length is not reached).
+    /// Never emitted for a frame whose pad length was lost (its data length is
+    /// not known: [`Body::Data`] `exact` false).
+    DataBytes {
+        stream_id: u32,
+        at: u32,
+        bytes: Vec<u8>,
+    },
     /// A header block of this stream is lost: start a new HPACK epoch.
     HeaderBlockLost {
         stream_id: u32,
@@ -475,6 +490,8 @@ pub struct FrameReader {
     /// Where the next chunk should start in the direction's byte sequence.
     pos: Option<u64>,
     max_frame_len: u32,
+    /// Report DATA bytes ([`Event::DataBytes`]).
+    data_bytes: bool,
 }
 
 impl FrameReader {
@@ -501,6 +518,7 @@ impl FrameReader {
             block: Block::Idle,
             pos,
             max_frame_len: MAX_FRAME_LEN,
+            data_bytes: false,
         }
     }
 
@@ -508,6 +526,13 @@ impl FrameReader {
     /// resynchronisation points (a larger frame is still read in sync).
     pub fn set_max_frame_size(&mut self, len: u32) {
         self.max_frame_len = len.min(MAX_FRAME_LEN);
+    }
+
+    /// Whether to report the captured bytes of DATA frames
+    /// ([`Event::DataBytes`]; off by default). They cost a copy of the
+    /// captured data, so at most the chunk's own size per push.
+    pub fn set_data_bytes(&mut self, on: bool) {
+        self.data_bytes = on;
     }
 
     /// Framing is currently lost.
@@ -921,7 +946,16 @@ impl FrameReader {
             if p.done < body_end {
                 let k = (body_end - p.done).min(avail);
                 match bytes.and_then(|b| b.get(off as usize..(off + k) as usize)) {
-                    Some(src) => self.body(p, src),
+                    Some(src) => {
+                        if p.mode == Mode::Data && self.data_bytes {
+                            out.push(Event::DataBytes {
+                                stream_id: p.hdr.stream_id,
+                                at: p.done.saturating_sub(p.prefix_len),
+                                bytes: src.to_vec(),
+                            });
+                        }
+                        self.body(p, src);
+                    }
                     None => {
                         p.lost = true;
                         if p.mode == Mode::Block {

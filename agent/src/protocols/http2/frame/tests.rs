@@ -777,3 +777,105 @@ fn truncated_control_frames_are_reported_as_such() {
         ]
     );
 }
+
+fn data_reader() -> FrameReader {
+    let mut r = FrameReader::server();
+    r.set_data_bytes(true);
+    r
+}
+
+/// (stream, at, bytes) of every [`Event::DataBytes`].
+fn data_bytes(events: &[Event]) -> Vec<(u32, u32, Vec<u8>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::DataBytes {
+                stream_id,
+                at,
+                bytes,
+            } => Some((*stream_id, *at, bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn data_bytes_are_off_by_default() {
+    let bytes = frame(kind::DATA, 0, 1, b"hello");
+    let events = run(FrameReader::server(), &[(&bytes, 0)]);
+    assert_eq!(data_bytes(&events), vec![]);
+    let events = run(data_reader(), &[(&bytes, 0)]);
+    assert_eq!(data_bytes(&events), vec![(1, 0, b"hello".to_vec())]);
+}
+
+#[test]
+fn data_bytes_exclude_padding_and_come_before_their_frame() {
+    let mut bytes = Vec::new();
+    // PADDED: pad length 3, "hello", 3 bytes of padding.
+    bytes.extend(frame(kind::DATA, flag::PADDED, 1, b"\x03hello\0\0\0"));
+    bytes.extend(frame(kind::HEADERS, flag::END_HEADERS, 3, &[0x88]));
+    bytes.extend(frame(kind::DATA, flag::END_STREAM, 3, b"world!"));
+    bytes.extend(frame(kind::DATA, flag::END_STREAM, 1, &[]));
+    for size in 1..=bytes.len() {
+        let parts: Vec<(&[u8], u64)> = bytes.chunks(size).map(|c| (c, 0)).collect();
+        let events = run(data_reader(), &parts);
+        let mut joined: [Vec<u8>; 2] = Default::default();
+        for (stream, at, piece) in data_bytes(&events) {
+            let buf = &mut joined[(stream / 3) as usize];
+            assert_eq!(at as usize, buf.len(), "size {size}: pieces in order");
+            buf.extend(piece);
+        }
+        assert_eq!(
+            joined,
+            [b"hello".to_vec(), b"world!".to_vec()],
+            "size {size}"
+        );
+        // Each frame's bytes are all reported before its Frame event.
+        let first_frame = events
+            .iter()
+            .position(|e| matches!(e, Event::Frame(_)))
+            .unwrap();
+        let last_stream_1 = events
+            .iter()
+            .rposition(|e| matches!(e, Event::DataBytes { stream_id: 1, .. }))
+            .unwrap();
+        assert!(last_stream_1 < first_frame, "size {size}");
+        assert_eq!(
+            bodies(&events)[0],
+            Body::Data {
+                len: 5,
+                exact: true
+            }
+        );
+    }
+}
+
+#[test]
+fn uncaptured_data_bytes_are_holes_not_reported() {
+    let data: Vec<u8> = (0..20).collect();
+    let f = frame(kind::DATA, 0, 5, &data);
+    // Header and 5 data bytes captured, 10 missing; then the last 5.
+    let events = run(data_reader(), &[(&f[..14], 10), (&f[24..], 0)]);
+    assert_eq!(
+        data_bytes(&events),
+        vec![(5, 0, data[..5].to_vec()), (5, 15, data[15..].to_vec())]
+    );
+    assert_eq!(
+        bodies(&events),
+        vec![Body::Data {
+            len: 20,
+            exact: true
+        }]
+    );
+    // A lost pad length: the data length is unknown, so nothing is reported.
+    let f = frame(kind::DATA, flag::PADDED, 5, b"\x02abcdef\0\0");
+    let events = run(data_reader(), &[(&f[..9], 1), (&f[10..], 0)]);
+    assert_eq!(data_bytes(&events), vec![]);
+    assert_eq!(
+        bodies(&events),
+        vec![Body::Data {
+            len: 8,
+            exact: false
+        }]
+    );
+}

@@ -1,0 +1,349 @@
+//! HTTP/2 and gRPC end to end: a grpcio server and clients (unary, streaming,
+//! errors, deadlines, large messages, many calls on one channel, a channel
+//! that predates the agent), curl and h2load against nginx speaking h2c, the
+//! real kernel programs, and the spans and metrics they must produce. Needs
+//! root; skips with a message otherwise.
+
+use std::{collections::HashMap, time::Duration};
+
+use agent::spans::{Span, SpanKind, Status, Value};
+use e2e::{
+    Running,
+    peers::{GrpcCalls, GrpcServer, H2Nginx, LateClient, curl, grpc_client, h2load},
+    privileged, scrape, settings_for_ports,
+};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn text<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
+    match span.attribute(key) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn int(span: &Span, key: &str) -> Option<i64> {
+    match span.attribute(key) {
+        Some(Value::Int(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+fn of(spans: &[Span], pid: u32, kind: SpanKind) -> Vec<Span> {
+    spans
+        .iter()
+        .filter(|s| s.resource.pid == pid && s.kind == kind)
+        .cloned()
+        .collect()
+}
+
+/// (method, status code) of every gRPC span, sorted.
+fn calls_of(spans: &[Span]) -> Vec<(String, String)> {
+    let mut calls: Vec<(String, String)> = spans
+        .iter()
+        .map(|s| {
+            assert_eq!(text(s, "rpc.system.name"), Some("grpc"), "{s:?}");
+            (
+                text(s, "rpc.method").unwrap_or("?").to_string(),
+                text(s, "rpc.response.status_code")
+                    .unwrap_or("?")
+                    .to_string(),
+            )
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+fn sorted(mut calls: Vec<(String, String)>) -> Vec<(String, String)> {
+    calls.sort();
+    calls
+}
+
+/// Checks that a span of a call to `method` is exactly right or honestly
+/// nameless, never wrong: a gRPC span named `method` (status as the client
+/// saw, `code`, or absent), a nameless `grpc` span, or, when not even the
+/// content type could be read, an HTTP/2 span with no path or route. Returns
+/// whether it was named.
+fn exact_or_nameless(s: &Span, method: &str, code: &str) -> bool {
+    if let Some(system) = text(s, "rpc.system.name") {
+        assert_eq!(system, "grpc");
+        let status = text(s, "rpc.response.status_code");
+        assert!(
+            status.is_none_or(|c| c == code),
+            "never a wrong status: {s:?}"
+        );
+        return match text(s, "rpc.method") {
+            Some(m) => {
+                assert_eq!(
+                    (m, s.name.as_str()),
+                    (method, method),
+                    "never a wrong method: {s:?}"
+                );
+                true
+            }
+            None => {
+                assert_eq!(s.name, "grpc", "nameless, honestly: {s:?}");
+                false
+            }
+        };
+    }
+    assert_eq!(text(s, "network.protocol.version"), Some("2"), "{s:?}");
+    for unknown in ["http.route", "url.path", "url.full"] {
+        assert_eq!(text(s, unknown), None, "{unknown} would be a guess: {s:?}");
+    }
+    assert!(matches!(s.name.as_str(), "POST" | "HTTP"), "{s:?}");
+    false
+}
+
+async fn agent_for(ports: &[u16], capture_bytes: Option<u32>) -> Running {
+    let mut settings = settings_for_ports(ports);
+    if let Some(bytes) = capture_bytes {
+        settings.capture_bytes = bytes;
+    }
+    Running::start(settings).await.expect("agent starts")
+}
+
+/// Client and server spans of one scenario, once both sides have `n` spans.
+async fn both_sides(
+    agent: &mut Running,
+    server: &GrpcServer,
+    client: &GrpcCalls,
+) -> (Vec<Span>, Vec<Span>) {
+    let n = client.calls.len();
+    let spans = agent
+        .spans_until(&[server.pid(), client.pid], DEADLINE, |s| s.len() >= 2 * n)
+        .await;
+    (
+        of(&spans, server.pid(), SpanKind::Server),
+        of(&spans, client.pid, SpanKind::Client),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_calls_are_spans_with_method_status_and_messages() {
+    if !privileged("grpcio_calls_are_spans_with_method_status_and_messages") {
+        return;
+    }
+    let server = GrpcServer::start();
+    let mut agent = agent_for(&[server.port], None).await;
+    let client = grpc_client(server.port, "mix").await;
+    let (served, made) = both_sides(&mut agent, &server, &client).await;
+
+    // The client side says exactly what the client library said.
+    assert_eq!(made.len(), client.calls.len(), "client spans: {made:#?}");
+    assert_eq!(calls_of(&made), sorted(client.calls.clone()));
+    assert_eq!(
+        served.len(),
+        client.calls.len(),
+        "server spans: {served:#?}"
+    );
+
+    let by_method = |spans: &[Span], m: &str| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|s| text(s, "rpc.method") == Some(m))
+            .cloned()
+            .collect()
+    };
+    for side in [&served, &made] {
+        for s in side {
+            assert_eq!(s.name, text(s, "rpc.method").unwrap(), "span name");
+            assert_eq!(text(s, "server.address"), Some("127.0.0.1"));
+            assert_eq!(int(s, "server.port"), Some(i64::from(server.port)));
+        }
+        let unary = by_method(side, "demo.Echo/Unary");
+        assert_eq!(unary.len(), 3);
+        for s in &unary {
+            assert_eq!(text(s, "rpc.response.status_code"), Some("OK"));
+            assert_eq!(s.status, Status::Unset);
+            assert_eq!(int(s, "rpc.request.messages"), Some(1));
+            assert_eq!(int(s, "rpc.response.messages"), Some(1));
+        }
+        let stream = &by_method(side, "demo.Echo/ServerStream")[0];
+        assert_eq!(int(stream, "rpc.response.messages"), Some(3));
+        let client_stream = &by_method(side, "demo.Echo/ClientStream")[0];
+        assert_eq!(int(client_stream, "rpc.request.messages"), Some(4));
+        let bidi = &by_method(side, "demo.Echo/Bidi")[0];
+        assert_eq!(int(bidi, "rpc.request.messages"), Some(5));
+        assert_eq!(int(bidi, "rpc.response.messages"), Some(5));
+    }
+    // Error status by side: NOT_FOUND is only the client's error.
+    let fails: HashMap<(SpanKind, &str), Status> = served
+        .iter()
+        .chain(&made)
+        .filter(|s| text(s, "rpc.method") == Some("demo.Echo/Fail"))
+        .map(|s| {
+            (
+                (s.kind, text(s, "rpc.response.status_code").unwrap()),
+                s.status,
+            )
+        })
+        .collect();
+    assert_eq!(fails[&(SpanKind::Client, "NOT_FOUND")], Status::Error);
+    assert_eq!(fails[&(SpanKind::Server, "NOT_FOUND")], Status::Unset);
+    assert_eq!(fails[&(SpanKind::Server, "INTERNAL")], Status::Error);
+    let slow = &by_method(&made, "demo.Echo/Slow")[0];
+    assert_eq!(text(slow, "error.type"), Some("DEADLINE_EXCEEDED"));
+    let slow_served = &by_method(&served, "demo.Echo/Slow")[0];
+    assert!(
+        slow_served.duration_ns() >= 150_000_000,
+        "the deadline (200 ms) ends the served call: {slow_served:?}"
+    );
+
+    // RPC metrics: one series per method and status, server and client.
+    let Some(addr) = agent.handle.prometheus else {
+        panic!("metrics endpoint");
+    };
+    let text = scrape(addr);
+    let count = |side: &str, method: &str, code: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("rpc_{side}_call_duration_seconds_count{{")))
+            .filter(|l| l.contains(&format!("rpc_method=\"{method}\"")))
+            .filter(|l| l.contains(&format!("rpc_response_status_code=\"{code}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(count("server", "demo.Echo/Unary", "OK"), 3, "{text}");
+    assert_eq!(count("client", "demo.Echo/Fail", "NOT_FOUND"), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_at_both_capture_caps_leave_later_calls_readable() {
+    if !privileged("large_messages_at_both_capture_caps_leave_later_calls_readable") {
+        return;
+    }
+    for cap in [4096, 8192] {
+        let server = GrpcServer::start();
+        let mut agent = agent_for(&[server.port], Some(cap)).await;
+        let client = grpc_client(server.port, "big").await;
+        let (served, made) = both_sides(&mut agent, &server, &client).await;
+        assert_eq!(
+            (served.len(), made.len()),
+            (7, 7),
+            "cap {cap}: one span per call"
+        );
+        let named = served
+            .iter()
+            .chain(&made)
+            .filter(|s| exact_or_nameless(s, "demo.Echo/Unary", "OK"))
+            .count();
+        eprintln!("large messages, cap {cap}: {named} of 14 spans named");
+        let big = made
+            .iter()
+            .map(|s| int(s, "rpc.response.messages"))
+            .collect::<Vec<_>>();
+        assert!(
+            big.iter().all(|m| m.is_none_or(|m| m == 1)),
+            "message counts are exact or absent: {big:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_on_one_channel_are_one_span_each() {
+    if !privileged("concurrent_calls_on_one_channel_are_one_span_each") {
+        return;
+    }
+    let server = GrpcServer::start();
+    let mut agent = agent_for(&[server.port], None).await;
+    let client = grpc_client(server.port, "concurrent").await;
+    let (served, made) = both_sides(&mut agent, &server, &client).await;
+    assert_eq!((served.len(), made.len()), (40, 40), "one span per call");
+    let named = served
+        .iter()
+        .chain(&made)
+        .filter(|s| exact_or_nameless(s, "demo.Echo/Unary", "OK"))
+        .count();
+    eprintln!("40 concurrent calls: {named} of 80 spans named");
+    assert_eq!(calls_of(&made), sorted(client.calls.clone()), "{made:#?}");
+    // No span parented by thread: calls that share threads are not nested.
+    assert!(made.iter().all(|s| s.parent_span_id.is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_older_than_the_agent_gives_exact_or_nameless_spans() {
+    if !privileged("a_channel_older_than_the_agent_gives_exact_or_nameless_spans") {
+        return;
+    }
+    let server = GrpcServer::start();
+    let late = LateClient::start(server.port, 20, 30);
+    let mut agent = agent_for(&[server.port], None).await;
+    let pid = late.pid();
+    let client = late.go();
+    let spans = agent
+        .spans_until(&[server.pid(), pid], DEADLINE, |s| s.len() >= 60)
+        .await;
+    let served = of(&spans, server.pid(), SpanKind::Server);
+    let made = of(&spans, pid, SpanKind::Client);
+    assert_eq!(
+        made.len(),
+        client.calls.len(),
+        "every call after the start counts"
+    );
+    assert_eq!(served.len(), client.calls.len());
+    let named = served
+        .iter()
+        .chain(&made)
+        .filter(|s| exact_or_nameless(s, "demo.Echo/Unary", "OK"))
+        .count();
+    eprintln!(
+        "late attach: {named} of {} spans named",
+        served.len() + made.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_h2load_against_nginx_h2c() {
+    if !privileged("curl_and_h2load_against_nginx_h2c") {
+        return;
+    }
+    let nginx = H2Nginx::start();
+    let mut agent = agent_for(&[nginx.port], None).await;
+    // One request per curl: curl 7.88 fails (exit 16) reusing an h2c
+    // connection to nginx 1.22 for a second request.
+    let get = |path: &str| {
+        vec![
+            "--http2-prior-knowledge".to_string(),
+            "-o".into(),
+            "/dev/null".into(),
+            nginx.url(path),
+        ]
+    };
+    let (ok_pid, _) = curl(get("/users/7?token=secret")).await;
+    let (unavailable_pid, _) = curl(get("/status/503")).await;
+    let pids = [nginx.pid(), ok_pid, unavailable_pid];
+    let spans = agent.spans_until(&pids, DEADLINE, |s| s.len() >= 4).await;
+    let served = of(&spans, nginx.pid(), SpanKind::Server);
+    let mut made = of(&spans, ok_pid, SpanKind::Client);
+    made.extend(of(&spans, unavailable_pid, SpanKind::Client));
+    assert_eq!((served.len(), made.len()), (2, 2), "{spans:#?}");
+    for s in served.iter().chain(&made) {
+        assert_eq!(text(s, "network.protocol.version"), Some("2"));
+        assert_eq!(text(s, "http.request.method"), Some("GET"));
+        assert_eq!(text(s, "rpc.system.name"), None);
+        let json = serde_json::to_string(s).unwrap();
+        assert!(!json.contains("secret"), "no query strings: {json}");
+    }
+    let server_users = served
+        .iter()
+        .find(|s| int(s, "http.response.status_code") == Some(200))
+        .expect("200");
+    assert_eq!(server_users.name, "GET /users/{id}");
+    let client_503 = made
+        .iter()
+        .find(|s| int(s, "http.response.status_code") == Some(503))
+        .expect("503");
+    assert_eq!(client_503.status, Status::Error);
+
+    // h2load: many streams per connection; every request is one span per side.
+    let (h2load_pid, succeeded) = h2load(nginx.url("/load"), 300, 3, 10).await;
+    assert_eq!(succeeded, 300);
+    let spans = agent
+        .spans_until(&[nginx.pid(), h2load_pid], DEADLINE, |s| s.len() >= 602)
+        .await;
+    let made = of(&spans, h2load_pid, SpanKind::Client);
+    assert_eq!(made.len(), 300, "h2load client spans");
+    assert_eq!(of(&spans, nginx.pid(), SpanKind::Server).len(), 302);
+    assert!(made.iter().all(|s| s.name == "GET /load"));
+}
