@@ -1,4 +1,4 @@
-//! Real peers the tests drive: the Python HTTP/1.1 server (`peers/http_server.py`),
+//! Real peers the tests drive: the Python HTTP/1.1, gRPC and h2c-upgrade servers (`peers/*.py`),
 //! curl, and Python client snippets.
 
 use std::{
@@ -8,8 +8,8 @@ use std::{
 
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/http_server.py");
 
-/// The Python test server, killed on drop.
-pub struct PyServer {
+/// A peer server (Python or Rust) listening on loopback, killed on drop.
+pub struct Server {
     child: Child,
     pub port: u16,
 }
@@ -32,15 +32,36 @@ pub fn spawn_listening(cmd: &mut Command) -> (Child, u16) {
     (child, port)
 }
 
-impl PyServer {
-    pub fn start() -> PyServer {
-        let (child, port) = spawn_listening(Command::new("python3").arg(SERVER));
-        PyServer { child, port }
+impl Server {
+    /// The HTTP/1.1 test server.
+    pub fn start() -> Server {
+        Server::run(&[SERVER])
+    }
+
+    /// The grpcio server (`peers/grpc_peer.py`, service `demo.Echo`).
+    pub fn grpc() -> Server {
+        Server::run(&[GRPC_PEER, "server"])
+    }
+
+    /// The HTTP/1.1 server that upgrades to h2c (`peers/h2c_upgrade_server.py`).
+    pub fn h2c_upgrade() -> Server {
+        Server::run(&[H2C_UPGRADE])
+    }
+
+    /// A Python peer that prints `listening <port>` once ready.
+    fn run(args: &[&str]) -> Server {
+        Server::spawn(Command::new("python3").args(args))
+    }
+
+    /// Any peer that prints `listening <port>` once ready (the Rust peers).
+    pub fn spawn(cmd: &mut Command) -> Server {
+        let (child, port) = spawn_listening(cmd);
+        Server { child, port }
     }
 
     /// The server in a private mount namespace whose `/etc/resolv.conf` is
     /// `resolv` (so its lookups go to a test DNS server).
-    pub fn start_with_resolv(resolv: &std::path::Path) -> PyServer {
+    pub fn start_with_resolv(resolv: &std::path::Path) -> Server {
         let script = format!(
             "mount --bind {} /etc/resolv.conf && exec python3 {SERVER}",
             resolv.display()
@@ -53,7 +74,7 @@ impl PyServer {
             "-c",
             &script,
         ]));
-        PyServer { child, port }
+        Server { child, port }
     }
 
     /// Its pid (with `start_with_resolv`, `exec` keeps unshare's pid).
@@ -66,7 +87,7 @@ impl PyServer {
     }
 }
 
-impl Drop for PyServer {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -118,30 +139,7 @@ pub async fn python(code: String) -> u32 {
 }
 
 const GRPC_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/grpc_peer.py");
-
-/// The grpcio test server (`peers/grpc_peer.py`), killed on drop.
-pub struct GrpcServer {
-    child: Child,
-    pub port: u16,
-}
-
-impl GrpcServer {
-    pub fn start() -> GrpcServer {
-        let (child, port) = spawn_listening(Command::new("python3").args([GRPC_PEER, "server"]));
-        GrpcServer { child, port }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const H2C_UPGRADE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/h2c_upgrade_server.py");
 
 /// What a grpcio client scenario did: its pid and each call's method and the
 /// status code the client library reported.
@@ -168,16 +166,22 @@ fn grpc_calls(pid: u32, line: &str) -> GrpcCalls {
 
 /// Runs a grpcio client scenario (`mix`, `big`, `concurrent`) to completion.
 pub async fn grpc_client(port: u16, scenario: &str) -> GrpcCalls {
-    let scenario = scenario.to_string();
+    let mut cmd = Command::new("python3");
+    cmd.args([GRPC_PEER, "client", &port.to_string(), scenario]);
+    grpc_calls_of(cmd).await
+}
+
+/// Runs any gRPC client that prints its calls as `grpc_peer.py` does (the
+/// tonic peer too) to completion.
+pub async fn grpc_calls_of(mut cmd: Command) -> GrpcCalls {
     tokio::task::spawn_blocking(move || {
-        let child = Command::new("python3")
-            .args([GRPC_PEER, "client", &port.to_string(), &scenario])
+        let child = cmd
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3");
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
         let pid = child.id();
         let out = child.wait_with_output().expect("grpc client output");
-        assert!(out.status.success(), "grpc client {scenario} failed");
+        assert!(out.status.success(), "{cmd:?} failed");
         grpc_calls(pid, String::from_utf8_lossy(&out.stdout).trim())
     })
     .await

@@ -357,7 +357,7 @@ async fn a_lookup_made_while_serving_http_is_a_child_of_the_server_span() {
     let _dns = DnsServer::start("127.53.0.2:53");
     let resolv = ResolvConf::new("127.53.0.2");
     let resolv = &resolv.path;
-    let web = e2e::peers::PyServer::start_with_resolv(resolv);
+    let web = e2e::peers::Server::start_with_resolv(resolv);
     let settings = settings_for_ports(&[web.port, 53]);
     let mut agent = Running::start(settings).await.expect("agent starts");
     let (_, body) = e2e::peers::curl(vec![web.url("/resolve?name=a.test")]).await;

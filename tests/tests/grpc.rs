@@ -4,12 +4,12 @@
 //! real kernel programs, and the spans and metrics they must produce. Needs
 //! root; skips with a message otherwise.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, process::Command, time::Duration};
 
 use agent::spans::{Span, SpanKind, Status, Value};
 use e2e::{
     Running,
-    peers::{GrpcCalls, GrpcServer, H2Nginx, LateClient, curl, grpc_client, h2load},
+    peers::{GrpcCalls, H2Nginx, LateClient, Server, curl, grpc_calls_of, grpc_client, h2load},
     privileged, scrape, settings_for_ports,
 };
 
@@ -107,7 +107,7 @@ async fn agent_for(ports: &[u16], capture_bytes: Option<u32>) -> Running {
 /// Client and server spans of one scenario, once both sides have `n` spans.
 async fn both_sides(
     agent: &mut Running,
-    server: &GrpcServer,
+    server: &Server,
     client: &GrpcCalls,
 ) -> (Vec<Span>, Vec<Span>) {
     let n = client.calls.len();
@@ -125,7 +125,7 @@ async fn grpcio_calls_are_spans_with_method_status_and_messages() {
     if !privileged("grpcio_calls_are_spans_with_method_status_and_messages") {
         return;
     }
-    let server = GrpcServer::start();
+    let server = Server::grpc();
     let mut agent = agent_for(&[server.port], None).await;
     let client = grpc_client(server.port, "mix").await;
     let (served, made) = both_sides(&mut agent, &server, &client).await;
@@ -214,7 +214,7 @@ async fn large_messages_at_both_capture_caps_leave_later_calls_readable() {
         return;
     }
     for cap in [4096, 8192] {
-        let server = GrpcServer::start();
+        let server = Server::grpc();
         let mut agent = agent_for(&[server.port], Some(cap)).await;
         let client = grpc_client(server.port, "big").await;
         let (served, made) = both_sides(&mut agent, &server, &client).await;
@@ -245,7 +245,7 @@ async fn concurrent_calls_on_one_channel_are_one_span_each() {
     if !privileged("concurrent_calls_on_one_channel_are_one_span_each") {
         return;
     }
-    let server = GrpcServer::start();
+    let server = Server::grpc();
     let mut agent = agent_for(&[server.port], None).await;
     let client = grpc_client(server.port, "concurrent").await;
     let (served, made) = both_sides(&mut agent, &server, &client).await;
@@ -266,7 +266,7 @@ async fn a_channel_older_than_the_agent_gives_exact_or_nameless_spans() {
     if !privileged("a_channel_older_than_the_agent_gives_exact_or_nameless_spans") {
         return;
     }
-    let server = GrpcServer::start();
+    let server = Server::grpc();
     let late = LateClient::start(server.port, 20, 30);
     let mut agent = agent_for(&[server.port], None).await;
     let pid = late.pid();
@@ -346,4 +346,158 @@ async fn curl_and_h2load_against_nginx_h2c() {
     assert_eq!(made.len(), 300, "h2load client spans");
     assert_eq!(of(&spans, nginx.pid(), SpanKind::Server).len(), 302);
     assert!(made.iter().all(|s| s.name == "GET /load"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_answers_the_upgrade_request_over_http2() {
+    if !privileged("an_h2c_upgrade_answers_the_upgrade_request_over_http2") {
+        return;
+    }
+    let server = Server::h2c_upgrade();
+    let mut agent = agent_for(&[server.port], None).await;
+    // curl --http2 on http:// asks for `Upgrade: h2c`; the first request is
+    // answered on stream 1 after the 101, the second is stream 3.
+    let args = ["/users/7", "/status/503"]
+        .into_iter()
+        .flat_map(|p| ["-o".to_string(), "/dev/null".into(), server.url(p)])
+        .chain(["--http2".to_string()])
+        .collect();
+    let (curl_pid, _) = curl(args).await;
+    let spans = agent
+        .spans_until(&[server.pid(), curl_pid], DEADLINE, |s| s.len() >= 4)
+        .await;
+    for (pid, kind) in [
+        (server.pid(), SpanKind::Server),
+        (curl_pid, SpanKind::Client),
+    ] {
+        let mut side: Vec<(String, Option<i64>, Option<&str>)> = of(&spans, pid, kind)
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    int(s, "http.response.status_code"),
+                    text(s, "network.protocol.version").map(|v| if v == "2" { "2" } else { "1" }),
+                )
+            })
+            .collect();
+        side.sort();
+        assert_eq!(
+            side,
+            vec![
+                ("GET /status/{id}".to_string(), Some(503), Some("2")),
+                ("GET /users/{id}".to_string(), Some(200), Some("2")),
+            ],
+            "{kind:?}: {spans:#?}"
+        );
+    }
+}
+
+const TONIC_PEER: &str = env!("CARGO_BIN_EXE_tonic_peer");
+
+/// The tonic client's calls against `port`.
+async fn tonic_client(port: u16) -> GrpcCalls {
+    let mut cmd = Command::new(TONIC_PEER);
+    cmd.args(["client", &port.to_string(), "5"]);
+    grpc_calls_of(cmd).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_and_grpcio_in_every_pairing() {
+    if !privileged("tonic_and_grpcio_in_every_pairing") {
+        return;
+    }
+    let tonic = Server::spawn(Command::new(TONIC_PEER).arg("server"));
+    let grpcio = Server::grpc();
+    let mut agent = agent_for(&[tonic.port, grpcio.port], None).await;
+    let pairs = [
+        ("tonic -> tonic", &tonic, tonic_client(tonic.port).await),
+        (
+            "grpcio -> tonic",
+            &tonic,
+            grpc_client(tonic.port, "mix").await,
+        ),
+        ("tonic -> grpcio", &grpcio, tonic_client(grpcio.port).await),
+    ];
+    for (pair, server, client) in &pairs {
+        let made: Vec<Span> = agent
+            .spans_until(&[client.pid], DEADLINE, |s| s.len() >= client.calls.len())
+            .await;
+        // Calls the tonic server does not serve (grpc_peer's mix has more
+        // methods) are UNIMPLEMENTED: the client span says `_OTHER`.
+        let expected: Vec<(String, String)> = client
+            .calls
+            .iter()
+            .map(|(m, c)| match c.as_str() {
+                "UNIMPLEMENTED" => ("_OTHER".to_string(), c.clone()),
+                _ => (m.clone(), c.clone()),
+            })
+            .collect();
+        assert_eq!(calls_of(&made), sorted(expected), "{pair}: {made:#?}");
+        let served = agent
+            .spans_until(&[server.pid()], DEADLINE, |s| {
+                s.iter().filter(|s| s.resource.pid == server.pid()).count() >= client.calls.len()
+            })
+            .await;
+        assert!(
+            served.len() >= client.calls.len(),
+            "{pair}: {} server spans for {} calls",
+            served.len(),
+            client.calls.len()
+        );
+    }
+    let served_by_tonic = of(
+        &agent.spans_until(&[tonic.pid()], DEADLINE, |_| true).await,
+        tonic.pid(),
+        SpanKind::Server,
+    );
+    assert_eq!(
+        served_by_tonic.len(),
+        pairs[0].2.calls.len() + pairs[1].2.calls.len()
+    );
+    // tonic (h2) never indexes `:path`: every call is named, even late ones.
+    for s in &served_by_tonic {
+        let method = text(s, "rpc.method").expect("named");
+        assert!(
+            method.starts_with("demo.Echo/") || method == "_OTHER",
+            "{s:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hyper_http2_server_and_curl() {
+    if !privileged("a_hyper_http2_server_and_curl") {
+        return;
+    }
+    let server = Server::spawn(Command::new(env!("CARGO_BIN_EXE_http_peer")).arg("h2server"));
+    let mut agent = agent_for(&[server.port], None).await;
+    let mut pids = vec![server.pid()];
+    for path in ["/users/1", "/users/2", "/status/503", "/nothing"] {
+        let args = vec![
+            "--http2-prior-knowledge".to_string(),
+            "-o".into(),
+            "/dev/null".into(),
+            server.url(path),
+        ];
+        pids.push(curl(args).await.0);
+    }
+    let spans = agent.spans_until(&pids, DEADLINE, |s| s.len() >= 8).await;
+    let mut served: Vec<(String, Option<i64>)> = of(&spans, server.pid(), SpanKind::Server)
+        .iter()
+        .map(|s| {
+            assert_eq!(text(s, "network.protocol.version"), Some("2"));
+            (s.name.clone(), int(s, "http.response.status_code"))
+        })
+        .collect();
+    served.sort();
+    assert_eq!(
+        served,
+        vec![
+            ("GET /nothing".to_string(), Some(404)),
+            ("GET /status/{id}".to_string(), Some(503)),
+            ("GET /users/{id}".to_string(), Some(200)),
+            ("GET /users/{id}".to_string(), Some(200)),
+        ]
+    );
+    assert_eq!(spans.len(), 8, "one client span per curl too");
 }

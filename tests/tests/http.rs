@@ -11,7 +11,7 @@ use std::{
 use agent::spans::{Span, SpanKind, Status, Value, context::to_hex, sampler::Sampler};
 use e2e::{
     Running,
-    peers::{PyServer, curl, curl_urls, python},
+    peers::{Server, curl, curl_urls, python},
     privileged, settings_for_ports,
 };
 
@@ -46,7 +46,7 @@ async fn every_request_is_one_server_span_and_one_client_span() {
     if !privileged("every_request_is_one_server_span_and_one_client_span") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut agent = start_agent(&[server.port]).await;
     // 100 requests on one keep-alive connection, then statuses on fresh ones.
     let urls: Vec<String> = (0..100)
@@ -139,7 +139,7 @@ async fn body_sizes_chunked_and_large_bodies() {
     if !privileged("body_sizes_chunked_and_large_bodies") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut agent = start_agent(&[server.port]).await;
     let upload = std::env::temp_dir().join(format!("e2e-upload-{}", std::process::id()));
     std::fs::write(&upload, vec![b'u'; 100 * 1024]).expect("upload file");
@@ -201,7 +201,7 @@ async fn traceparent_joins_client_and_server_spans() {
     if !privileged("traceparent_joins_client_and_server_spans") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut agent = start_agent(&[server.port]).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
@@ -243,8 +243,8 @@ async fn a_call_made_while_serving_is_a_child_of_the_server_span() {
     if !privileged("a_call_made_while_serving_is_a_child_of_the_server_span") {
         return;
     }
-    let front = PyServer::start();
-    let back = PyServer::start();
+    let front = Server::start();
+    let back = Server::start();
     let mut agent = start_agent(&[front.port, back.port]).await;
     let client = curl_urls(&[front.url(&format!("/downstream?port={}", back.port))]).await;
     let pids = [front.pid(), back.pid(), client];
@@ -271,7 +271,7 @@ async fn sampling_keeps_slow_and_failing_requests_and_durations_are_consistent()
     if !privileged("sampling_keeps_slow_and_failing_requests_and_durations_are_consistent") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut settings = settings_for_ports(&[server.port]);
     settings.sampler = Sampler {
         ratio: 0.0,
@@ -322,7 +322,7 @@ async fn pipelined_requests_pair_in_order() {
     if !privileged("pipelined_requests_pair_in_order") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut agent = start_agent(&[server.port]).await;
     // Three requests in one write; Python's server answers them in order.
     let client = python(format!(
@@ -373,7 +373,7 @@ async fn prometheus_histograms_count_the_requests_and_pass_promtool() {
     if !privileged("prometheus_histograms_count_the_requests_and_pass_promtool") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut agent = start_agent(&[server.port]).await;
     let urls: Vec<String> = (0..7).map(|i| server.url(&format!("/users/{i}"))).collect();
     let client = curl_urls(&urls).await;
@@ -435,7 +435,7 @@ async fn bad_input_is_counted_and_the_server_is_still_traced() {
     if !privileged("bad_input_is_counted_and_the_server_is_still_traced") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut agent = start_agent(&[server.port]).await;
     let port = server.port;
     // Random bytes, a 64 KiB header line, a request cut mid-header, invalid UTF-8,
@@ -551,7 +551,7 @@ async fn query_headers_and_bodies_leave_the_host_only_when_opted_in() {
     if !privileged("query_headers_and_bodies_leave_the_host_only_when_opted_in") {
         return;
     }
-    let server = PyServer::start();
+    let server = Server::start();
     let mut settings = settings_for_ports(&[server.port]);
     settings.capture_query = true;
     settings.capture_headers = vec!["x-request-id".into()];

@@ -12,7 +12,7 @@ use agent::{
 use e2e::{
     Running,
     otlp_receiver::{self, Received},
-    peers::{PyServer, curl_urls},
+    peers::{Server, curl_urls},
     privileged, settings_for_ports,
 };
 use opentelemetry_proto::tonic::{
@@ -163,7 +163,7 @@ fn server_duration_count(requests: &[ExportMetricsServiceRequest], pid: u32) -> 
 }
 
 async fn export_roundtrip(protocol: Protocol, addr: std::net::SocketAddr, mut received: Received) {
-    let server = PyServer::start();
+    let server = Server::start();
     let dns = DnsServer::start();
     let (traces, metrics) = match protocol {
         Protocol::Grpc => (format!("http://{addr}"), format!("http://{addr}")),
@@ -286,7 +286,7 @@ async fn an_unreachable_backend_never_blocks_capture() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = closed.local_addr().expect("addr");
     drop(closed);
-    let server = PyServer::start();
+    let server = Server::start();
     let mut otlp = otlp_settings(
         Protocol::Grpc,
         format!("http://{dead}"),

@@ -99,6 +99,7 @@ pub const TOOLS: &[Tool] = &[
     apt("h2load", "nghttp2-client", "HTTP/2 load client (h2c)"),
     pip("hpack", "hpack", "HPACK differential test"),
     pip("grpc", "grpcio", "gRPC server and client peers"),
+    pip("h2", "h2", "HTTP/1.1 -> h2c upgrade server peer"),
 ];
 
 /// The tools whose probe fails.

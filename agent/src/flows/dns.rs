@@ -10,7 +10,7 @@ use std::{
 
 use lru::LruCache;
 
-use super::{ConnInfo, Context, Flow, Module, TrackerSettings, context::locked};
+use super::{ConnInfo, Context, Flow, Module, TrackerSettings, Upgrade, context::locked};
 use crate::{
     capture::Direction,
     conn::{Chunk, ConnKey, Transport},
@@ -85,7 +85,7 @@ impl Flow for DnsFlow {
         tid: u32,
         cx: &mut Context,
         out: &mut Vec<Span>,
-    ) {
+    ) -> Option<Upgrade> {
         for message in self.conn.messages(direction, chunk) {
             let seen = Seen {
                 conn: conn.key,
@@ -108,6 +108,7 @@ impl Flow for DnsFlow {
                 Outcome::Query | Outcome::Ignored => {}
             }
         }
+        None
     }
 
     fn close(&mut self, _conn: &ConnInfo, _tid: u32, _cx: &mut Context, _out: &mut Vec<Span>) {

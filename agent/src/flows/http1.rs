@@ -4,7 +4,7 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use super::{ConnInfo, Context, Flow, Module, context::Incoming, context::locked};
+use super::{ConnInfo, Context, Flow, Module, Upgrade, context::Incoming, context::locked};
 use crate::{
     capture::Direction,
     conn::Chunk,
@@ -60,14 +60,47 @@ impl Flow for Http1Conn {
         tid: u32,
         cx: &mut Context,
         out: &mut Vec<Span>,
-    ) {
-        let output = self.session.push(direction, &chunk);
+    ) -> Option<Upgrade> {
+        let mut output = self.session.push(direction, &chunk);
+        let upgrade = output.upgrade.take();
         self.handle(conn, tid, output, cx, out);
+        let upgrade = upgrade?;
+        // The request that asked for the switch is the oldest one started.
+        let context = match self.contexts.pop_front() {
+            Some(started) => started,
+            None => (cx.new_root(), None),
+        };
+        if self.kind() == SpanKind::Server {
+            cx.served(tid, &context.0);
+        }
+        Some(Upgrade {
+            protocol: upgrade.protocol,
+            at: upgrade.at,
+            exchange: Box::new(upgrade.exchange),
+            context,
+            chunk,
+            direction,
+            requests_from: self.session.requests_from().unwrap_or(direction),
+            early: upgrade.early,
+        })
     }
 
     fn close(&mut self, conn: &ConnInfo, tid: u32, cx: &mut Context, out: &mut Vec<Span>) {
         let output = self.session.close();
         self.handle(conn, tid, output, cx, out);
+    }
+
+    /// A protocol no module follows (WebSocket): the `101` exchange is the
+    /// request's span, and nothing after it is parsed.
+    fn upgrade_refused(
+        &mut self,
+        upgrade: Upgrade,
+        conn: &ConnInfo,
+        _tid: u32,
+        cx: &mut Context,
+        out: &mut Vec<Span>,
+    ) {
+        self.finish(conn, &upgrade.exchange, upgrade.context, cx, out);
     }
 }
 

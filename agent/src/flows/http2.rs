@@ -16,7 +16,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use super::{
-    ConnInfo, Context, Flow, Module,
+    ConnInfo, Context, Flow, Module, Upgrade,
     context::{Incoming, locked},
     http1::{record, route_of},
 };
@@ -52,6 +52,29 @@ impl Module for Http2 {
             contexts: HashMap::new(),
         })
     }
+
+    /// HTTP/1.1 `Upgrade: h2c`: the upgrade request is stream 1, answered
+    /// over HTTP/2 with the context the HTTP/1 flow gave it.
+    fn upgrade(&self, up: &Upgrade, conn: &ConnInfo, cx: &mut Context) -> Option<Box<dyn Flow>> {
+        if up.protocol != "h2c" {
+            return None;
+        }
+        let request = &up.exchange;
+        let session = Session::upgraded(
+            up.requests_from,
+            up.at,
+            Head::from_http1(&request.request),
+            request.request_start_ns,
+            request.request_end_ns,
+            cx.capture.clone(),
+        );
+        Some(Box::new(Http2Conn {
+            session,
+            resource: cx.discovery.resource(conn.key.tgid, &conn.comm),
+            peer_ip: None,
+            contexts: HashMap::from([(1, up.context.clone())]),
+        }))
+    }
 }
 
 #[derive(Debug)]
@@ -74,9 +97,10 @@ impl Flow for Http2Conn {
         _tid: u32,
         cx: &mut Context,
         out: &mut Vec<Span>,
-    ) {
+    ) -> Option<Upgrade> {
         let output = self.session.push(direction, &chunk);
         self.handle(conn, output, cx, out);
+        None
     }
 
     fn close(&mut self, conn: &ConnInfo, _tid: u32, cx: &mut Context, out: &mut Vec<Span>) {

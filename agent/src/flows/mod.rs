@@ -93,12 +93,48 @@ pub trait Module: Send {
 
     /// Called every second: finish what timed out by `now_ns` (monotonic).
     fn expire(&mut self, _now_ns: u64, _cx: &mut Context, _out: &mut Vec<Span>) {}
+
+    /// The parser of a connection that switched to this module's protocol
+    /// (an HTTP/1.1 `Upgrade`), if it speaks `upgrade.protocol`.
+    fn upgrade(
+        &self,
+        _upgrade: &Upgrade,
+        _conn: &ConnInfo,
+        _cx: &mut Context,
+    ) -> Option<Box<dyn Flow>> {
+        None
+    }
+}
+
+/// A connection switching protocols (RFC 9110 §7.8: `Upgrade` and `101`).
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The protocol switched to, lower case (`h2c`, `websocket`).
+    pub protocol: String,
+    /// Where the new protocol's bytes start in each direction (absolute
+    /// stream offsets, by [`Direction::index`]).
+    pub at: [u64; 2],
+    /// The request that asked for the switch and its `101`: the new protocol
+    /// may answer the request (h2c answers it on stream 1).
+    pub exchange: Box<crate::protocols::http1::Exchange>,
+    /// The request's span context and the sampled flag of its `traceparent`.
+    pub context: (crate::spans::SpanContext, Option<bool>),
+    /// The chunk that completed the switch; its bytes from `at` on are the
+    /// new protocol's.
+    pub chunk: Chunk,
+    pub direction: Direction,
+    /// The direction that carried the request (the client's).
+    pub requests_from: Direction,
+    /// Chunks of the request direction that the old protocol took before the
+    /// switch was known but that belong to the new one (a client preface sent
+    /// before the `101` arrived), oldest first.
+    pub early: Vec<Chunk>,
 }
 
 /// One connection's parser and what it has open.
 pub trait Flow: Send + fmt::Debug {
     /// Bytes one syscall moved in `direction`, by thread `tid`; kept spans go
-    /// to `out`.
+    /// to `out`. `Some`: the connection switched protocols with this chunk.
     fn data(
         &mut self,
         conn: &ConnInfo,
@@ -107,7 +143,20 @@ pub trait Flow: Send + fmt::Debug {
         tid: u32,
         cx: &mut Context,
         out: &mut Vec<Span>,
-    );
+    ) -> Option<Upgrade>;
+
+    /// No module speaks the protocol [`Flow::data`] switched to: finish the
+    /// switch as this protocol sees it (the connection stays with this flow,
+    /// which parses nothing more).
+    fn upgrade_refused(
+        &mut self,
+        _upgrade: Upgrade,
+        _conn: &ConnInfo,
+        _tid: u32,
+        _cx: &mut Context,
+        _out: &mut Vec<Span>,
+    ) {
+    }
 
     /// The connection closed: finish what its close completes.
     fn close(&mut self, conn: &ConnInfo, tid: u32, cx: &mut Context, out: &mut Vec<Span>);
@@ -207,7 +256,32 @@ impl Tracker {
             let Protocol::Known(flow) = &mut conn.protocol else {
                 continue;
             };
-            flow.data(&info, direction, chunk, tid, &mut self.cx, out);
+            let Some(upgrade) = flow.data(&info, direction, chunk, tid, &mut self.cx, out) else {
+                continue;
+            };
+            let new = self
+                .modules
+                .iter()
+                .find_map(|m| m.upgrade(&upgrade, &info, &mut self.cx));
+            match new {
+                Some(mut new) => {
+                    let early = upgrade
+                        .early
+                        .into_iter()
+                        .map(|c| (upgrade.requests_from, c));
+                    // The switch's own chunk may already hold the new protocol.
+                    for (direction, chunk) in early.chain([(upgrade.direction, upgrade.chunk)]) {
+                        if let Some(again) =
+                            new.data(&info, direction, chunk, tid, &mut self.cx, out)
+                        {
+                            // An upgrade out of an upgrade: not followed.
+                            new.upgrade_refused(again, &info, tid, &mut self.cx, out);
+                        }
+                    }
+                    conn.protocol = Protocol::Known(new);
+                }
+                None => flow.upgrade_refused(upgrade, &info, tid, &mut self.cx, out),
+            }
         }
     }
 

@@ -9,14 +9,19 @@
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most headers accepted in one head.
 pub const MAX_HEADERS: usize = 100;
-/// Longest header value kept (User-Agent, Host, trace context).
-const MAX_VALUE: usize = 512;
+/// Longest header value kept (User-Agent, Host, Content-Type, trace context);
+/// longer values are cut at a character boundary.
+pub const MAX_VALUE: usize = 512;
+/// Longest `Upgrade` protocol token kept; a longer one is not kept at all.
+pub const MAX_UPGRADE_TOKEN: usize = 32;
 
 /// The headers the agent uses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
     pub host: Option<String>,
     pub user_agent: Option<String>,
+    /// Cut to [`MAX_VALUE`] bytes.
+    pub content_type: Option<String>,
     pub content_length: Option<u64>,
     /// `Transfer-Encoding` ends with `chunked`.
     pub chunked: bool,
@@ -26,6 +31,10 @@ pub struct Headers {
     pub keep_alive: bool,
     /// `Connection: upgrade` with an `Upgrade` header.
     pub upgrade: bool,
+    /// With `upgrade`: the first protocol token of the (first) `Upgrade`
+    /// header, lower case (`h2c`, `websocket`), when it is ASCII and at most
+    /// [`MAX_UPGRADE_TOKEN`] bytes.
+    pub upgrade_to: Option<String>,
     /// `Expect: 100-continue`.
     pub expect_continue: bool,
     pub traceparent: Option<String>,
@@ -156,6 +165,14 @@ fn has_token(raw: &[u8], token: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The first token of an `Upgrade` value (RFC 9110 §7.8: a comma-separated
+/// list of `protocol[/version]`), lower case, if short and ASCII.
+fn first_token(raw: &[u8]) -> Option<String> {
+    let first = std::str::from_utf8(raw).ok()?.split(',').next()?.trim();
+    (!first.is_empty() && first.len() <= MAX_UPGRADE_TOKEN && first.is_ascii())
+        .then(|| first.to_ascii_lowercase())
+}
+
 fn pick_headers(
     raw: &[httparse::Header<'_>],
     capture: &CaptureHeaders,
@@ -169,6 +186,7 @@ fn pick_headers(
         }
     }
     let mut upgrade_header = false;
+    let mut upgrade_to = None;
     let mut connection_upgrade = false;
     for header in raw {
         let name = header.name;
@@ -192,6 +210,9 @@ fn pick_headers(
             h.keep_alive |= has_token(v, "keep-alive");
             connection_upgrade |= has_token(v, "upgrade");
         } else if name.eq_ignore_ascii_case("upgrade") {
+            if !upgrade_header {
+                upgrade_to = first_token(v);
+            }
             upgrade_header = true;
         } else if name.eq_ignore_ascii_case("expect") {
             h.expect_continue |= has_token(v, "100-continue");
@@ -199,6 +220,8 @@ fn pick_headers(
             h.host = value(v);
         } else if name.eq_ignore_ascii_case("user-agent") {
             h.user_agent = value(v);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            h.content_type = value(v);
         } else if name.eq_ignore_ascii_case("traceparent") {
             h.traceparent = value(v);
         } else if name.eq_ignore_ascii_case("tracestate") {
@@ -206,6 +229,9 @@ fn pick_headers(
         }
     }
     h.upgrade = upgrade_header && connection_upgrade;
+    if h.upgrade {
+        h.upgrade_to = upgrade_to;
+    }
     Ok(h)
 }
 
@@ -279,6 +305,33 @@ mod tests {
         assert_eq!(r.status, 101);
         assert_eq!(r.minor_version, 0);
         assert!(r.headers.upgrade && r.headers.keep_alive && r.headers.chunked && !r.headers.close);
+        assert_eq!(r.headers.upgrade_to.as_deref(), Some("websocket"));
+    }
+
+    #[test]
+    fn upgrade_token_needs_connection_upgrade_and_is_bounded() {
+        let r = request(
+            b"GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: H2C, foo/1\r\n\
+              HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Type: text/plain\r\n\r\n",
+        );
+        assert!(r.headers.upgrade);
+        assert_eq!(r.headers.upgrade_to.as_deref(), Some("h2c"));
+        assert_eq!(r.headers.content_type.as_deref(), Some("text/plain"));
+        // `Upgrade` without `Connection: upgrade` is not an upgrade request.
+        let r = request(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n");
+        assert!(!r.headers.upgrade);
+        assert_eq!(r.headers.upgrade_to, None);
+        // The first `Upgrade` header's first token; a long one is not kept.
+        let r = request(
+            b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n\r\n",
+        );
+        assert_eq!(r.headers.upgrade_to.as_deref(), Some("websocket"));
+        let mut long = b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: ".to_vec();
+        long.extend([b'x'; MAX_UPGRADE_TOKEN + 1]);
+        long.extend(b"\r\n\r\n");
+        let r = request(&long);
+        assert!(r.headers.upgrade);
+        assert_eq!(r.headers.upgrade_to, None);
     }
 
     #[test]

@@ -5,13 +5,18 @@
 //! After anything that is not HTTP/1, or a gap that loses the framing, the reader
 //! reports one error and resynchronises: it tries again at the start of each later
 //! syscall's data, where messages almost always begin.
+//!
+//! Positions are absolute offsets in the direction's byte sequence (the
+//! chunks' `offset`): each message's end ([`Found::End`]) and where a tunnel
+//! began ([`Reader::tunnel_at`]), so a caller taking over an upgraded
+//! connection knows where the new protocol's first byte is.
 
 use super::{
     Capture,
     body::{Chunked, Framing},
     head::{HeadError, Parsed, Request, Response, parse_request, parse_response},
 };
-use crate::conn::Chunk;
+use crate::{conn::Chunk, protocols::http2::frame::PREFACE};
 
 /// Which messages this direction carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,13 +33,18 @@ pub enum Head {
 
 /// What the reader found in the bytes it was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived (one Vec per chunk), and every message has a head: boxing it would add an allocation per message"
+)]
 pub enum Found {
     /// A complete head; its first byte arrived at `start_ns`.
     Head { head: Head, start_ns: u64 },
     /// The current message's last byte arrived at `end_ns`; `body` holds its
-    /// first bytes when body capture is on.
+    /// first bytes when body capture is on. `at`: the offset right after it.
     End {
         end_ns: u64,
+        at: u64,
         body_bytes: u64,
         body: Vec<u8>,
     },
@@ -73,6 +83,13 @@ pub struct Reader {
     head: Vec<u8>,
     head_start_ns: u64,
     last_ns: u64,
+    /// Offset right after the bytes pushed so far (captured or not).
+    pos: u64,
+    /// Where the tunnelled bytes start, once in [`State::Tunnel`] (if known).
+    tunnel_at: Option<u64>,
+    /// The last request head asked for `Upgrade: h2c`: a client preface at a
+    /// message boundary is the upgraded connection, not a request.
+    expect_preface: bool,
 }
 
 impl Reader {
@@ -86,17 +103,42 @@ impl Reader {
             head: Vec::new(),
             head_start_ns: 0,
             last_ns: 0,
+            pos: 0,
+            tunnel_at: None,
+            expect_preface: false,
         }
     }
 
-    /// The connection moved on to another protocol.
+    /// The connection moved on to another protocol. The tunnel starts where
+    /// the current message ends: here at a message boundary, at the start of
+    /// a head not complete yet, after a body of known length; unknown inside
+    /// a chunked or close-delimited body or while resynchronising.
     pub fn tunnel(&mut self) {
-        self.state = State::Tunnel;
-        self.head = Vec::new();
+        if self.is_tunnel() {
+            return;
+        }
+        let at = match &self.state {
+            State::Head => self.pos.checked_sub(self.head.len() as u64),
+            State::Body { remaining, .. } => self.pos.checked_add(*remaining),
+            State::Chunked(_) | State::UntilClose { .. } | State::Resync | State::Tunnel => None,
+        };
+        self.enter_tunnel(at);
     }
 
     pub fn is_tunnel(&self) -> bool {
         matches!(self.state, State::Tunnel)
+    }
+
+    /// In a tunnel: the offset of its first byte, if known.
+    pub fn tunnel_at(&self) -> Option<u64> {
+        self.tunnel_at.filter(|_| self.is_tunnel())
+    }
+
+    fn enter_tunnel(&mut self, at: Option<u64>) {
+        self.state = State::Tunnel;
+        self.tunnel_at = at;
+        self.head = Vec::new();
+        self.expect_preface = false;
     }
 
     /// Feeds one chunk. `framing` decides where the body of each head ends.
@@ -107,14 +149,15 @@ impl Reader {
         out: &mut Vec<Found>,
     ) {
         self.last_ns = chunk.ts_ns;
-        if matches!(self.state, State::Resync) {
+        let end = chunk.offset.saturating_add(chunk.data.len() as u64);
+        let resyncing = matches!(self.state, State::Resync);
+        if resyncing {
             self.state = State::Head;
             self.head.clear();
-            self.feed(chunk.ts_ns, &chunk.data, framing, out, true);
-        } else {
-            self.feed(chunk.ts_ns, &chunk.data, framing, out, false);
         }
-        self.gap(chunk.ts_ns, chunk.missing, out);
+        self.feed(chunk.ts_ns, &chunk.data, end, framing, out, resyncing);
+        self.gap(chunk.ts_ns, end, chunk.missing, out);
+        self.pos = end.saturating_add(chunk.missing);
     }
 
     /// The connection closed: a body delimited by the close ends here, a head cut
@@ -122,7 +165,7 @@ impl Reader {
     pub fn close(&mut self, out: &mut Vec<Found>) {
         match &self.state {
             State::UntilClose { bytes } => {
-                self.end(self.last_ns, *bytes, out);
+                self.end(self.last_ns, self.pos, *bytes, out);
             }
             State::Head if !self.head.is_empty() => out.push(Found::Error {
                 reason: "incomplete_head",
@@ -146,26 +189,33 @@ impl Reader {
         self.body_closed = false;
     }
 
-    /// The current message ended at `end_ns`; the next one starts afresh.
-    fn end(&mut self, end_ns: u64, body_bytes: u64, out: &mut Vec<Found>) {
+    /// The current message ended at `end_ns`, before offset `at`; the next
+    /// one starts afresh.
+    fn end(&mut self, end_ns: u64, at: u64, body_bytes: u64, out: &mut Vec<Found>) {
         out.push(Found::End {
             end_ns,
+            at,
             body_bytes,
             body: std::mem::take(&mut self.body),
         });
         self.body_closed = false;
     }
 
+    /// `data` is a chunk's captured bytes, ending at offset `end`; what is
+    /// left of it is always the chunk's tail (a head begun in an earlier
+    /// chunk ends in this one), so its offset is `end - data.len()`.
     fn feed(
         &mut self,
         ts: u64,
         data: &[u8],
+        end: u64,
         framing: &mut dyn FnMut(&Head) -> Framing,
         out: &mut Vec<Found>,
         resyncing: bool,
     ) {
         let mut rest: Vec<u8>;
         let mut data = data;
+        let at = |data: &[u8]| end.saturating_sub(data.len() as u64);
         // While resynchronising, a failed attempt is not counted again.
         let mut quiet = resyncing;
         while !data.is_empty() {
@@ -177,10 +227,17 @@ impl Reader {
             match &mut self.state {
                 State::Resync | State::Tunnel => return,
                 State::Head => {
+                    // The client's preface after its `Upgrade: h2c` request:
+                    // the server switched (its 101 may not have been read
+                    // yet); the bytes are HTTP/2.
+                    let in_place = self.head.is_empty();
+                    if in_place && self.expect_preface && starts_preface(data) {
+                        self.enter_tunnel(Some(at(data)));
+                        return;
+                    }
                     // A whole head in one syscall is the common case: it is
                     // parsed where it lies, and only bytes that must wait for
                     // more are copied.
-                    let in_place = self.head.is_empty();
                     if in_place {
                         self.head_start_ns = ts;
                     } else {
@@ -210,7 +267,11 @@ impl Reader {
                                 self.head.clear();
                                 data = &rest;
                             }
-                            self.start_body(framing(&head), ts, out, head);
+                            if let Head::Request(r) = &head {
+                                self.expect_preface =
+                                    r.headers.upgrade_to.as_deref() == Some("h2c");
+                            }
+                            self.start_body(framing(&head), ts, at(data), out, head);
                             quiet = false;
                         }
                         Ok(None) => {
@@ -234,7 +295,7 @@ impl Reader {
                     if *remaining == 0 {
                         let body_bytes = *bytes;
                         self.state = State::Head;
-                        self.end(ts, body_bytes, out);
+                        self.end(ts, at(data), body_bytes, out);
                     }
                 }
                 State::Chunked(c) => match c.feed_keeping(data, &mut self.body, body_limit) {
@@ -243,7 +304,7 @@ impl Reader {
                         if c.done() {
                             let body_bytes = c.body_bytes;
                             self.state = State::Head;
-                            self.end(ts, body_bytes, out);
+                            self.end(ts, at(data), body_bytes, out);
                         }
                     }
                     Err(_) => {
@@ -260,14 +321,15 @@ impl Reader {
         }
     }
 
-    fn start_body(&mut self, framing: Framing, ts: u64, out: &mut Vec<Found>, head: Head) {
+    /// A head ended just before offset `at`.
+    fn start_body(&mut self, framing: Framing, ts: u64, at: u64, out: &mut Vec<Found>, head: Head) {
         out.push(Found::Head {
             head,
             start_ns: self.head_start_ns,
         });
         self.state = match framing {
             Framing::None => {
-                self.end(ts, 0, out);
+                self.end(ts, at, 0, out);
                 State::Head
             }
             Framing::Length(n) => State::Body {
@@ -277,14 +339,16 @@ impl Reader {
             Framing::Chunked => State::Chunked(Chunked::default()),
             Framing::UntilClose => State::UntilClose { bytes: 0 },
             Framing::Tunnel => {
-                self.end(ts, 0, out);
+                self.end(ts, at, 0, out);
+                self.enter_tunnel(Some(at));
                 State::Tunnel
             }
         };
     }
 
-    /// `missing` bytes after the chunk's data were not captured.
-    fn gap(&mut self, ts: u64, missing: u64, out: &mut Vec<Found>) {
+    /// `missing` bytes after the chunk's data (which ends at offset `end`)
+    /// were not captured.
+    fn gap(&mut self, ts: u64, end: u64, missing: u64, out: &mut Vec<Found>) {
         if missing == 0 {
             return;
         }
@@ -297,7 +361,7 @@ impl Reader {
                 if *remaining == 0 {
                     let body_bytes = *bytes;
                     self.state = State::Head;
-                    self.end(ts, body_bytes, out);
+                    self.end(ts, end.saturating_add(missing), body_bytes, out);
                 }
             }
             State::Chunked(c) => {
@@ -312,6 +376,12 @@ impl Reader {
             State::Body { .. } => self.lose_sync("gap", false, out),
         }
     }
+}
+
+/// Whether bytes at a message boundary are (the start of) the HTTP/2 client
+/// preface: at least `PRI ` of it, in case the chunk was cut short.
+fn starts_preface(data: &[u8]) -> bool {
+    data.len() >= 4 && (data.starts_with(PREFACE) || PREFACE.starts_with(data))
 }
 
 /// Appends to a kept body prefix, up to `limit` bytes in all.

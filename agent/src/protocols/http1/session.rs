@@ -1,5 +1,12 @@
 //! One HTTP/1 connection: pairs requests with responses (in order, so pipelining
 //! works) and reports each finished exchange with its timings.
+//!
+//! A `101 Switching Protocols` to the protocol its request asked for (RFC 9110
+//! §7.8; `h2c` is RFC 7540 §3.2) ends HTTP/1 on the connection: it is reported
+//! as an [`Upgrade`], with where the new protocol's bytes start in each
+//! direction, and nothing after it is parsed. The client's HTTP/2 preface
+//! after an `Upgrade: h2c` request is taken as the upgraded connection even
+//! when it is read before the 101.
 
 use std::collections::VecDeque;
 
@@ -14,6 +21,10 @@ use crate::{capture::Direction, conn::Chunk};
 /// Requests in flight per connection before the oldest is given up (pipelining
 /// depth; bounds memory on a connection whose responses we never see).
 const MAX_PENDING: usize = 64;
+/// Request-direction bytes kept for the new protocol when they arrive before
+/// the `101` ([`Upgrade::early`]): an h2c client's preface, SETTINGS and
+/// first requests fit many times over.
+const MAX_EARLY_BYTES: usize = 16 * 1024;
 
 /// A request and its response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,12 +52,38 @@ pub struct Started {
     pub tracestate: Option<String>,
 }
 
+/// The connection switched protocols: the `101` exchange that did it, and
+/// where the new protocol starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The protocol token both the request and the `101` named, lower case
+    /// (`h2c`, `websocket`).
+    pub protocol: String,
+    /// The upgrade request and its `101` response (a caller that does not
+    /// take the connection over reports it as any other exchange).
+    pub exchange: Exchange,
+    /// Offset of the new protocol's first byte in each direction, by
+    /// [`Direction::index`]: right after the `101` head in the response
+    /// direction, right after the upgrade request (its body included) in the
+    /// request direction.
+    pub at: [u64; 2],
+    /// Request-direction chunks this session was given after the request
+    /// direction had switched but before the `101` was read (an h2c client's
+    /// preface read first), in order, at most 16 KiB of data:
+    /// the new protocol's parser needs them (from `at` on) before any later
+    /// chunk of that direction.
+    pub early: Vec<Chunk>,
+}
+
 /// What feeding a chunk produced.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Output {
     /// Requests started, in order (one per exchange that will follow).
     pub started: Vec<Started>,
     pub exchanges: Vec<Exchange>,
+    /// The connection switched protocols (reported instead of its `101`
+    /// exchange in `exchanges`); the session parses nothing after it.
+    pub upgrade: Option<Upgrade>,
     /// Oldest started requests given up without a response (the pipelining bound,
     /// or the connection closed first), in start order.
     pub abandoned: usize,
@@ -59,6 +96,8 @@ struct Pending {
     request: Request,
     start_ns: u64,
     end_ns: Option<u64>,
+    /// Offset right after the request, once it ended.
+    end_at: Option<u64>,
     body_bytes: u64,
     body: Vec<u8>,
     response: Option<(Response, u64)>,
@@ -73,6 +112,12 @@ pub struct Session {
     pending: VecDeque<Pending>,
     /// The response being read is an interim (1xx) one.
     interim: bool,
+    /// A response switched protocols (an upgrade or a tunnel): request
+    /// bytes are no longer kept for an upgrade to come.
+    switched: bool,
+    /// See [`Upgrade::early`].
+    early: Vec<Chunk>,
+    early_bytes: usize,
 }
 
 /// Whether `data` starts like a request (a method token and a space) or a response.
@@ -94,6 +139,9 @@ impl Session {
             responses: Reader::new(Kind::Response, capture),
             pending: VecDeque::new(),
             interim: false,
+            switched: false,
+            early: Vec::new(),
+            early_bytes: 0,
         }
     }
 
@@ -128,6 +176,7 @@ impl Session {
                 &mut found,
             );
             self.on_requests(found, &mut out);
+            self.keep_early(chunk);
         } else {
             let pending = &self.pending;
             // Heads found in this chunk are matched to requests in order, before
@@ -170,6 +219,23 @@ impl Session {
         out
     }
 
+    /// Keeps a request-direction chunk with bytes past the start of a tunnel
+    /// that no response opened yet (see [`Upgrade::early`]).
+    fn keep_early(&mut self, chunk: &Chunk) {
+        let end = chunk.offset.saturating_add(chunk.data.len() as u64);
+        let past = self.requests.tunnel_at().is_some_and(|at| end > at);
+        if self.switched || !past || self.early_bytes == MAX_EARLY_BYTES {
+            return;
+        }
+        if self.early_bytes + chunk.data.len() > MAX_EARLY_BYTES {
+            // Not kept, nor anything after it: the new parser sees a gap.
+            self.early_bytes = MAX_EARLY_BYTES;
+            return;
+        }
+        self.early_bytes += chunk.data.len();
+        self.early.push(chunk.clone());
+    }
+
     fn on_requests(&mut self, found: Vec<Found>, out: &mut Output) {
         for f in found {
             match f {
@@ -190,6 +256,7 @@ impl Session {
                         request,
                         start_ns,
                         end_ns: None,
+                        end_at: None,
                         body_bytes: 0,
                         body: Vec::new(),
                         response: None,
@@ -197,11 +264,13 @@ impl Session {
                 }
                 Found::End {
                     end_ns,
+                    at,
                     body_bytes,
                     body,
                 } => {
                     if let Some(p) = self.pending.iter_mut().find(|p| p.end_ns.is_none()) {
                         p.end_ns = Some(end_ns);
+                        p.end_at = Some(at);
                         p.body_bytes = body_bytes;
                         p.body = body;
                     }
@@ -226,6 +295,7 @@ impl Session {
                     }
                     if response.status == 101 || response.headers.upgrade && response.status < 300 {
                         self.requests.tunnel();
+                        self.switched = true;
                     }
                     match self.pending.iter_mut().find(|p| p.response.is_none()) {
                         Some(p) => p.response = Some((response, start_ns)),
@@ -234,6 +304,7 @@ impl Session {
                 }
                 Found::End {
                     end_ns,
+                    at: at_response,
                     body_bytes,
                     body,
                 } => {
@@ -250,7 +321,12 @@ impl Session {
                     let Some((response, response_start_ns)) = p.response else {
                         continue;
                     };
-                    out.exchanges.push(Exchange {
+                    // The request direction switches where the request ended
+                    // (the reader knows it when the request has not ended yet
+                    // but its length is known).
+                    let request_at = p.end_at.or_else(|| self.requests.tunnel_at());
+                    let protocol = switched_to(&p.request, &response);
+                    let exchange = Exchange {
                         request_end_ns: p.end_ns.unwrap_or(response_start_ns),
                         request: p.request,
                         response,
@@ -261,13 +337,44 @@ impl Session {
                         response_body_bytes: body_bytes,
                         request_body: p.body,
                         response_body: body,
-                    });
+                    };
+                    match (protocol, self.requests_from, request_at) {
+                        (Some(protocol), Some(requests_from), Some(request_at))
+                            if out.upgrade.is_none() =>
+                        {
+                            let mut at = [0; 2];
+                            if let Some(slot) = at.get_mut(requests_from.index()) {
+                                *slot = request_at;
+                            }
+                            if let Some(slot) = at.get_mut(opposite(requests_from).index()) {
+                                *slot = at_response;
+                            }
+                            out.upgrade = Some(Upgrade {
+                                protocol,
+                                exchange,
+                                at,
+                                early: std::mem::take(&mut self.early),
+                            });
+                        }
+                        _ => out.exchanges.push(exchange),
+                    }
+                    if self.switched {
+                        self.early = Vec::new();
+                        self.early_bytes = 0;
+                    }
                 }
                 Found::Error { reason } => out.errors.push(reason),
                 Found::Head { .. } => {}
             }
         }
     }
+}
+
+/// The protocol a `101` switched to, when it is the one its request asked for.
+fn switched_to(request: &Request, response: &Response) -> Option<String> {
+    let asked = request.headers.upgrade_to.as_ref()?;
+    (response.status == 101 && response.headers.upgrade_to.as_ref() == Some(asked))
+        .then(|| asked.clone())
 }
 
 fn opposite(direction: Direction) -> Direction {
@@ -294,17 +401,27 @@ mod tests {
                 missing,
             };
             offsets[direction.index()] += data.len() as u64 + missing;
-            let out = s.push(direction, &chunk);
-            all.exchanges.extend(out.exchanges);
-            all.errors.extend(out.errors);
+            merge(&mut all, s.push(direction, &chunk));
         }
         if close {
-            let out = s.close();
-            all.exchanges.extend(out.exchanges);
-            all.errors.extend(out.errors);
+            merge(&mut all, s.close());
         }
         all
     }
+
+    fn merge(all: &mut Output, out: Output) {
+        all.started.extend(out.started);
+        all.exchanges.extend(out.exchanges);
+        all.errors.extend(out.errors);
+        all.abandoned += out.abandoned;
+        if let Some(up) = out.upgrade {
+            assert!(all.upgrade.is_none(), "one upgrade per connection");
+            all.upgrade = Some(up);
+        }
+    }
+
+    /// (direction, ts, bytes, missing)
+    type Step<'a> = (Direction, u64, &'a [u8], u64);
 
     use Direction::{Egress as OUT, Ingress as IN};
     const SERVER: Option<Direction> = Some(IN);
@@ -429,21 +546,197 @@ mod tests {
         assert_eq!(out.exchanges[0].response_end_ns, 3);
     }
 
+    /// What curl sends for `--http2` on an `http://` URL.
+    const H2C_REQUEST: &[u8] =
+        b"GET /hello HTTP/1.1\r\nHost: svc:8080\r\nUser-Agent: curl/8.5.0\r\n\
+        Accept: */*\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+        HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    const H2C_101: &[u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+    /// The server's first HTTP/2 bytes: SETTINGS (MAX_CONCURRENT_STREAMS
+    /// 100), then HEADERS `:status 200` (static index 8) on stream 1.
+    const H2_SERVER: &[u8] = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64\
+        \x00\x00\x01\x01\x04\x00\x00\x00\x01\x88";
+    /// The client preface and an empty SETTINGS.
+    const H2_CLIENT: &[u8] =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+    fn concat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    /// The upgrade with no exchange and no error; its offsets by direction.
+    fn upgraded(out: &Output, protocol: &str) -> [u64; 2] {
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert!(out.exchanges.is_empty(), "{:?}", out.exchanges);
+        let up = out.upgrade.as_ref().expect("upgrade");
+        assert_eq!(up.protocol, protocol);
+        assert_eq!(up.exchange.response.status, 101);
+        up.at
+    }
+
     #[test]
-    fn upgrade_stops_parsing() {
+    fn h2c_upgrade_with_frames_in_the_101_chunk() {
+        let response = concat(&[H2C_101, H2_SERVER]);
         let out = run(
             SERVER,
             &[
-                (IN, 1, b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 0),
-                (OUT, 2, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 0),
+                (IN, 1, H2C_REQUEST, 0),
+                (OUT, 2, &response, 0),
+                (IN, 3, H2_CLIENT, 0),
+                (OUT, 4, b"\x00\x00\x00\x04\x01\x00\x00\x00\x00", 0),
+            ],
+            true,
+        );
+        let mut at = [0; 2];
+        at[IN.index()] = H2C_REQUEST.len() as u64;
+        at[OUT.index()] = H2C_101.len() as u64;
+        assert_eq!(upgraded(&out, "h2c"), at);
+        assert_eq!(out.started.len(), 1, "the upgrade request started");
+        assert_eq!(out.abandoned, 0);
+        let up = out.upgrade.as_ref().expect("upgrade");
+        assert_eq!(up.exchange.request.target, "/hello");
+        assert_eq!(
+            (up.exchange.request_start_ns, up.exchange.request_end_ns),
+            (1, 1)
+        );
+        assert_eq!(
+            (up.exchange.response_start_ns, up.exchange.response_end_ns),
+            (2, 2)
+        );
+        assert!(up.early.is_empty());
+    }
+
+    #[test]
+    fn h2c_upgrade_with_the_frames_in_a_later_chunk() {
+        // A client this time (requests are egress), the request head split.
+        let (head, tail) = H2C_REQUEST.split_at(30);
+        let out = run(
+            CLIENT,
+            &[
+                (OUT, 1, head, 0),
+                (OUT, 2, tail, 0),
+                (IN, 3, H2C_101, 0),
+                (IN, 4, H2_SERVER, 0),
+                (OUT, 5, H2_CLIENT, 0),
+            ],
+            true,
+        );
+        let mut at = [0; 2];
+        at[OUT.index()] = H2C_REQUEST.len() as u64;
+        at[IN.index()] = H2C_101.len() as u64;
+        assert_eq!(upgraded(&out, "h2c"), at);
+    }
+
+    #[test]
+    fn h2c_preface_read_before_the_101_is_the_tunnel_not_a_request() {
+        // The upgrade request with a body; the preface is read before the
+        // 101 (and in one case in the same chunk as the request).
+        let post: &[u8] = b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+            Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\nhello";
+        let together = concat(&[post, H2_CLIENT]);
+        let settings_ack: &[u8] = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00";
+        // (steps, the request-direction chunks kept for the new parser)
+        let cases: [(Vec<Step>, Vec<&[u8]>); 2] = [
+            (
+                vec![
+                    (IN, 1, post, 0),
+                    (IN, 2, H2_CLIENT, 0),
+                    (IN, 3, settings_ack, 0),
+                    (OUT, 4, H2C_101, 0),
+                ],
+                vec![H2_CLIENT, settings_ack],
+            ),
+            (
+                vec![(IN, 1, &together, 0), (OUT, 4, H2C_101, 0)],
+                vec![&together],
+            ),
+        ];
+        for (steps, kept) in cases {
+            let out = run(SERVER, &steps, true);
+            let mut at = [0; 2];
+            at[IN.index()] = post.len() as u64;
+            at[OUT.index()] = H2C_101.len() as u64;
+            assert_eq!(upgraded(&out, "h2c"), at);
+            assert_eq!(
+                (out.started.len(), out.abandoned),
+                (1, 0),
+                "no bogus PRI request"
+            );
+            let up = out.upgrade.as_ref().expect("upgrade");
+            assert_eq!(up.exchange.request_body_bytes, 5);
+            let early: Vec<&[u8]> = up.early.iter().map(|c| c.data.as_slice()).collect();
+            assert_eq!(early, kept);
+        }
+        // Without an h2c request before it, a preface is not HTTP/1.
+        let out = run(SERVER, &[(IN, 1, H2_CLIENT, 0)], false);
+        assert_eq!(out.errors, ["invalid_head"]);
+    }
+
+    #[test]
+    fn h2c_101_before_the_request_body_ended() {
+        // The server switched before the request's body was read: the tunnel
+        // still starts after the body, whose length is known.
+        let post = b"POST /up HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 10\r\n\r\n";
+        let out = run(
+            SERVER,
+            &[(IN, 1, post, 0), (IN, 2, b"hell", 0), (OUT, 3, H2C_101, 0)],
+            true,
+        );
+        let mut at = [0; 2];
+        at[IN.index()] = post.len() as u64 + 10;
+        at[OUT.index()] = H2C_101.len() as u64;
+        assert_eq!(upgraded(&out, "h2c"), at);
+    }
+
+    #[test]
+    fn websocket_upgrade_stops_parsing() {
+        let request = b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let response = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let out = run(
+            SERVER,
+            &[
+                (IN, 1, request, 0),
+                (OUT, 2, response, 0),
                 (IN, 3, b"\x81\x85binary websocket frame", 0),
                 (OUT, 4, b"\x81\x05hello", 0),
             ],
             true,
         );
-        assert_eq!(out.exchanges.len(), 1);
-        assert_eq!(out.exchanges[0].response.status, 101);
-        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let mut at = [0; 2];
+        at[IN.index()] = request.len() as u64;
+        at[OUT.index()] = response.len() as u64;
+        assert_eq!(upgraded(&out, "websocket"), at);
+        assert_eq!(
+            out.upgrade
+                .as_ref()
+                .map(|u| u.exchange.request.target.as_str()),
+            Some("/ws")
+        );
+    }
+
+    #[test]
+    fn a_101_that_was_not_asked_for_is_an_exchange_as_before() {
+        // No `Upgrade` in the request; then a token the request did not ask
+        // for.
+        for request in [
+            &b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+        ] {
+            let out = run(
+                SERVER,
+                &[
+                    (IN, 1, request, 0),
+                    (OUT, 2, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello", 0),
+                    (IN, 3, b"\x81\x85binary websocket frame", 0),
+                ],
+                true,
+            );
+            assert_eq!(out.upgrade, None);
+            assert_eq!(out.exchanges.len(), 1);
+            assert_eq!(out.exchanges[0].response.status, 101);
+            assert!(out.errors.is_empty(), "{:?}", out.errors);
+        }
     }
 
     #[test]

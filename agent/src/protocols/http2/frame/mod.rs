@@ -506,6 +506,20 @@ impl FrameReader {
         FrameReader::with_state(State::header(), Some(0))
     }
 
+    /// The client direction of a connection upgraded from HTTP/1.1 (`Upgrade:
+    /// h2c`, RFC 9113 §3.1 / RFC 7540 §3.2): the preface starts at `offset`;
+    /// bytes before it are skipped (a chunk that begins earlier is read from
+    /// `offset`).
+    pub fn client_at(offset: u64) -> FrameReader {
+        FrameReader::with_state(State::Preface { matched: 0 }, Some(offset))
+    }
+
+    /// The server direction of an upgraded connection: its first frame (its
+    /// SETTINGS) starts at `offset`, after the `101` head.
+    pub fn server_at(offset: u64) -> FrameReader {
+        FrameReader::with_state(State::header(), Some(offset))
+    }
+
     /// Either direction joined mid-connection: hunts for a frame start from
     /// whatever offset the first chunk has.
     pub fn midstream() -> FrameReader {

@@ -191,6 +191,77 @@ fn client_preface_then_frames() {
 }
 
 #[test]
+fn upgraded_readers_start_at_their_offset() {
+    let push = |r: &mut FrameReader, ts_ns: u64, offset: u64, data: &[u8], missing: u64| {
+        let mut out = Vec::new();
+        let chunk = Chunk {
+            ts_ns,
+            offset,
+            data: data.to_vec(),
+            missing,
+        };
+        r.push(&chunk, &mut out);
+        out
+    };
+    let settings = frame(kind::SETTINGS, 0, 0, &[]);
+    let ping = frame(kind::PING, 0, 0, &[3; 8]);
+
+    // Client: the HTTP/1 request ends at 40, the preface follows in the same
+    // chunk, SETTINGS in the next one.
+    let mut first = vec![b'x'; 40];
+    first.extend(PREFACE);
+    let mut r = FrameReader::client_at(40);
+    let mut events = push(&mut r, 1, 0, &first, 0);
+    events.extend(push(&mut r, 2, first.len() as u64, &settings, 0));
+    assert_eq!(others(&events), vec![Event::Preface { ts_ns: 1 }]);
+    assert_eq!(bodies(&events), vec![Body::Settings(Settings::default())]);
+
+    // The offset inside a chunk's uncaptured tail, then a chunk starting
+    // exactly there.
+    let mut r = FrameReader::client_at(40);
+    assert_eq!(push(&mut r, 1, 0, &[b'x'; 10], 30), vec![]);
+    let mut second = PREFACE.to_vec();
+    second.extend(&ping);
+    let events = push(&mut r, 2, 40, &second, 0);
+    assert_eq!(others(&events), vec![Event::Preface { ts_ns: 2 }]);
+    assert_eq!(bodies(&events), vec![Body::Ping { data: [3; 8] }]);
+
+    // Server: a chunk wholly before the offset is skipped, the next one is
+    // read from the offset (the `101` head's end) on.
+    let mut r = FrameReader::server_at(100);
+    assert_eq!(push(&mut r, 1, 0, &[b'h'; 60], 0), vec![]);
+    let mut tail = vec![b'h'; 40];
+    tail.extend(&settings);
+    tail.extend(&ping);
+    let events = push(&mut r, 2, 60, &tail, 0);
+    assert_eq!(others(&events), vec![]);
+    assert_eq!(
+        bodies(&events),
+        vec![
+            Body::Settings(Settings::default()),
+            Body::Ping { data: [3; 8] }
+        ]
+    );
+    // Bytes not seen before the offset are no gap: the reader never needed
+    // them.
+    let mut r = FrameReader::server_at(100);
+    let events = push(&mut r, 5, 100, &settings, 0);
+    assert_eq!(others(&events), vec![]);
+    assert_eq!(bodies(&events), vec![Body::Settings(Settings::default())]);
+    // A chunk starting after the offset is a gap at the frame start (this
+    // one starts with a plausible frame).
+    let mut r = FrameReader::server_at(100);
+    let events = push(&mut r, 6, 105, &settings, 0);
+    assert_eq!(
+        others(&events),
+        vec![
+            Event::FramingLost { ts_ns: 6 },
+            Event::Resynced { ts_ns: 6 }
+        ]
+    );
+}
+
+#[test]
 fn padding_and_priority_are_stripped() {
     let mut s = Vec::new();
     // PADDED | PRIORITY: pad length 3, priority (5 bytes), fragment, padding.

@@ -99,6 +99,63 @@ impl Head {
         }
     }
 
+    /// The HTTP/1.1 request of an `Upgrade: h2c` (RFC 7540 §3.2: it is
+    /// stream 1's request): method, path (the request target as sent),
+    /// authority (`Host`), scheme `http`, content type, user agent, trace
+    /// context and captured headers. The HTTP/1 parser kept every header
+    /// used here, so a missing one is `Absent`, except `grpc-status`, which
+    /// it does not keep (`Unknown`; a request never carries it anyway).
+    /// A value that is too long, or that the HTTP/1 parser may have cut (it
+    /// cuts at its own [`http1::head::MAX_VALUE`]), is `Unknown` (trace
+    /// context: `None`), as a long HTTP/2 value would be; `user-agent` and
+    /// captured headers are cut, as they are in HTTP/2.
+    ///
+    /// [`http1::head::MAX_VALUE`]: crate::protocols::http1::head::MAX_VALUE
+    pub fn from_http1(request: &crate::protocols::http1::head::Request) -> Head {
+        use crate::protocols::http1::head::MAX_VALUE as HTTP1_CUT;
+        let h = &request.headers;
+        // Whole: not longer than ours, and short enough that the HTTP/1
+        // parser's cut (which leaves at least `HTTP1_CUT - 3` bytes, at a
+        // character boundary) cannot have touched it.
+        let whole = |v: &str| v.len() <= MAX_VALUE && v.len() + 3 < HTTP1_CUT;
+        let cut_known = |v: Option<&String>| match v {
+            None => Known::Absent,
+            Some(v) if whole(v) => Known::Value(v.clone()),
+            Some(_) => Known::Unknown,
+        };
+        let text = |v: &str| {
+            if v.len() <= MAX_VALUE {
+                Known::Value(v.to_string())
+            } else {
+                Known::Unknown
+            }
+        };
+        Head {
+            method: text(&request.method),
+            path: text(&request.target),
+            authority: cut_known(h.host.as_ref()),
+            scheme: Known::Value("http".to_string()),
+            status: Known::Absent,
+            content_type: cut_known(h.content_type.as_ref()),
+            user_agent: match &h.user_agent {
+                Some(v) => Known::Value(cut(v).to_string()),
+                None => Known::Absent,
+            },
+            grpc_status: Known::Unknown,
+            grpc_message_present: false,
+            grpc_timeout_ns: None,
+            traceparent: h.traceparent.clone().filter(|v| whole(v)),
+            tracestate: h.tracestate.clone().filter(|v| whole(v)),
+            unknown_fields: 0,
+            captured: h
+                .captured
+                .iter()
+                .take(MAX_CAPTURED)
+                .map(|(n, v)| (n.clone(), cut(v).to_string()))
+                .collect(),
+        }
+    }
+
     /// The content type says gRPC with binary messages (`application/grpc`,
     /// `+proto` and the like, and gRPC-Web; not the base64 `grpc-web-text`).
     pub fn is_grpc(&self) -> bool {

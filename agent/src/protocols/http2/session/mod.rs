@@ -41,6 +41,15 @@
 //!   seen). If the response side lost framing, the stream waits for a later
 //!   END_STREAM, a reset or the close: it is never completed at a guessed time.
 //!
+//! # Upgrade from HTTP/1.1
+//!
+//! A connection that switched with `Upgrade: h2c` ([`Session::upgraded`],
+//! RFC 7540 §3.2) starts at the offsets where HTTP/1 ended: the client's
+//! preface, the server's SETTINGS. The upgrade request is stream 1, already
+//! open and half-closed by the client, answered by HTTP/2 HEADERS and DATA
+//! on stream 1; its [`Started`] is not reported (the HTTP/1 request had its
+//! own), its [`Exchange`] is.
+//!
 //! Timestamps are those of the chunks that moved a frame's first and last
 //! bytes. A lost block has none of its own: the chunk where the loss was
 //! found stands in.
@@ -59,7 +68,7 @@ use super::{
     hpack::{Decoded, Decoder, HpackError},
 };
 use crate::{capture::Direction, conn::Chunk, protocols::http1::Capture};
-use stream::{REQUEST, RESPONSE, Stream};
+use stream::{REQUEST, RESPONSE, Side, Stream};
 
 /// Streams open per connection before the oldest is given up (RFC 9113
 /// recommends allowing at least 100 concurrent streams; gRPC servers default
@@ -242,6 +251,63 @@ impl Session {
             goaway: None,
             events: Vec::new(),
         }
+    }
+
+    /// The connection after an HTTP/1.1 `Upgrade: h2c` (see the module
+    /// doc): `requests_from` carried the upgrade `request` (its first and
+    /// last bytes at `request_start_ns` and `request_end_ns`); the new
+    /// protocol's bytes start at `at` in each direction (by
+    /// [`Direction::index`]): the client's preface, the server's first
+    /// frame. Bytes before those offsets are skipped.
+    pub fn upgraded(
+        requests_from: Direction,
+        at: [u64; 2],
+        request: Head,
+        request_start_ns: u64,
+        request_end_ns: u64,
+        capture: Capture,
+    ) -> Session {
+        let reader = |d: Direction| {
+            let offset = at.get(d.index()).copied().unwrap_or(0);
+            Some(if d == requests_from {
+                FrameReader::client_at(offset)
+            } else {
+                FrameReader::server_at(offset)
+            })
+        };
+        let mut session = Session {
+            requests_from: Some(requests_from),
+            capture,
+            dirs: [
+                OneWay::new(reader(Direction::Ingress), true),
+                OneWay::new(reader(Direction::Egress), true),
+            ],
+            streams: BTreeMap::new(),
+            ended: VecDeque::new(),
+            max_opened: 1,
+            ids_exact: true,
+            pushes: false,
+            goaway: None,
+            events: Vec::new(),
+        };
+        // Stream 1 is half-closed (local) for the client: its request ended
+        // with the HTTP/1 request.
+        let mut sent = Side::new(true);
+        sent.last_ns = Some(request_end_ns);
+        sent.end_ns = Some(request_end_ns);
+        session.streams.insert(
+            1,
+            Stream {
+                request: Some(request),
+                request_seen: true,
+                response: None,
+                trailers: None,
+                start_ns: request_start_ns,
+                sides: [sent, Side::new(true)],
+                framing_lost: false,
+            },
+        );
+        session
     }
 
     /// The direction carrying requests, once known.

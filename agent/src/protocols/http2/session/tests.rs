@@ -905,3 +905,5 @@ fn detect_is_strict() {
     }
     assert_eq!(hits, 0);
 }
+
+mod upgrade;
