@@ -322,10 +322,13 @@ pub enum Loss {
     OpaqueSkipped = 12,
     /// Not a loss: a syscall of a process `--pid`/`--exe` exclude, skipped.
     ProcessFiltered = 13,
+    /// Not a loss: a `MSG_PEEK` read (curl's liveness check), skipped: its
+    /// bytes are read again, and counting them twice would shift the stream.
+    Peeked = 14,
 }
 
 impl Loss {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -341,6 +344,7 @@ impl Loss {
         Loss::TailCall,
         Loss::OpaqueSkipped,
         Loss::ProcessFiltered,
+        Loss::Peeked,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -360,6 +364,7 @@ impl Loss {
             Loss::TailCall => "tail_call",
             Loss::OpaqueSkipped => "opaque_skipped",
             Loss::ProcessFiltered => "process_filtered",
+            Loss::Peeked => "peeked",
         }
     }
 
@@ -370,7 +375,10 @@ impl Loss {
 
     /// Skips by design, not data lost: reported apart from the losses.
     pub const fn is_skip(self) -> bool {
-        matches!(self, Loss::OpaqueSkipped | Loss::ProcessFiltered)
+        matches!(
+            self,
+            Loss::OpaqueSkipped | Loss::ProcessFiltered | Loss::Peeked
+        )
     }
 }
 
@@ -490,12 +498,18 @@ pub struct PendingCall {
     pub fd: i32,
     /// Buffer, iovec array, msghdr, mmsghdr array or sockaddr pointer (arg 1).
     pub arg1: u64,
-    /// Length, iovec count or message count (arg 2).
+    /// Length, iovec count or message count (arg 2); `recvmsg`'s flags.
     pub arg2: u64,
+    /// `recvfrom`'s flags (arg 3).
+    pub arg3: u64,
     /// `sendto`/`recvfrom` sockaddr pointer (arg 4).
     pub arg4: u64,
 }
-const _: () = assert!(size_of::<PendingCall>() == 32);
+const _: () = assert!(size_of::<PendingCall>() == 40);
+
+/// `recv*` flag: the bytes are looked at, not consumed (`MSG_PEEK`); a later
+/// read returns them again.
+pub const MSG_PEEK: u64 = 2;
 
 /// Key of the sample-count maps: one entry per distinct (process, thread name,
 /// user stack, kernel stack). A stack id is negative when that stack is missing

@@ -5,7 +5,7 @@
 //! so each program only contains the path of its own syscall.
 
 use agent_common::{
-    EventHeader, Loss, MAX_CAPTURE_BYTES, MAX_IOV, MAX_MMSG, MAX_MMSG_IOV, PendingCall,
+    EventHeader, Loss, MAX_CAPTURE_BYTES, MAX_IOV, MAX_MMSG, MAX_MMSG_IOV, MSG_PEEK, PendingCall,
     SOCKADDR_BYTES, SockInfo, SockKey, Syscall, direction, flags, kind,
 };
 use aya_ebpf::{
@@ -82,6 +82,11 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
             0
         } else {
             tp::arg(ctx, 2)
+        },
+        arg3: if syscall == Syscall::Recvfrom {
+            tp::arg(ctx, 3)
+        } else {
+            0
         },
         arg4: if matches!(syscall, Syscall::Sendto | Syscall::Recvfrom) {
             tp::arg(ctx, 4)
@@ -552,6 +557,15 @@ fn on_data(
     let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
         return Ok(());
     };
+    let peek = match syscall {
+        Syscall::Recvfrom => call.arg3 & MSG_PEEK != 0,
+        Syscall::Recvmsg => call.arg2 & MSG_PEEK != 0,
+        _ => false,
+    };
+    if peek {
+        count_loss(Loss::Peeked);
+        return Ok(());
+    }
     let buf = begin_data(pid_tgid, &info, call, syscall, ret, comm_for(&info))?;
     let want = if (ret as u64) < cap() as u64 {
         ret as u32

@@ -45,7 +45,7 @@ use crate::{AGENT_TGID, SOCKETS, capture, count_loss};
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ArgRegs {
-    _r10: u64,
+    r10: u64,
     _r9: u64,
     r8: u64,
     _ax: u64,
@@ -104,7 +104,7 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: as above.
     let r = unsafe {
         ArgRegs {
-            _r10: 0,
+            r10: core::ptr::read_volatile(regs.add(PT_REGS_R10 / 8)),
             _r9: 0,
             r8: core::ptr::read_volatile(regs.add(PT_REGS_R8)),
             _ax: 0,
@@ -188,6 +188,8 @@ fn dispatch<C: EbpfContext>(
         fd,
         arg1: r.si,
         arg2: r.dx,
+        // recvfrom's flags.
+        arg3: r.r10,
         // sendto/recvfrom: the sockaddr is argument 4.
         arg4: r.r8,
     };

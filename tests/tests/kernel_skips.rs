@@ -1,7 +1,8 @@
 //! What the kernel skips on userspace's word, end to end: the data of a
 //! connection no parser wants (flag `OPAQUE`), and every syscall of a process
 //! `--exe`/`--pid` exclude (the `VERDICTS` map). Both are counted in
-//! `agent_kernel_skipped_total`, and neither hides a connection's close.
+//! `agent_kernel_skipped_total`, and neither hides a connection's close. And
+//! what it skips on its own: `MSG_PEEK` reads, whose bytes are read again.
 //! Needs root; skips with a message otherwise.
 
 use std::time::Duration;
@@ -44,6 +45,33 @@ async fn opaque_connection_data_is_skipped_in_the_kernel_but_its_close_is_seen()
         "{snapshot:?}"
     );
     assert!(snapshot.connections_opaque >= 1, "{snapshot:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peeked_bytes_are_not_counted_twice() {
+    if !privileged("peeked_bytes_are_not_counted_twice") {
+        return;
+    }
+    let mut agent = Running::start(settings()).await.expect("agent starts");
+    let (pid, report) = Traffic::run(TRAFFIC, "peek").await;
+    let events = agent
+        .collect_until(pid, DEADLINE, |ev| {
+            ev.iter()
+                .any(|e| e.fd == report.server_fd && e.kind == EventKind::Close)
+        })
+        .await;
+    let read: i64 = events
+        .iter()
+        .filter(|e| e.fd == report.server_fd && e.direction == Some(Direction::Ingress))
+        .map(|e| e.bytes)
+        .sum();
+    assert_eq!(
+        read,
+        payloads::REQUEST.len() as i64,
+        "the stream holds each byte once: {events:#?}"
+    );
+    let snapshot = agent.handle.snapshot();
+    assert!(snapshot.kernel_loss(Loss::Peeked) >= 2, "{snapshot:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

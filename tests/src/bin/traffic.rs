@@ -114,6 +114,31 @@ fn opaque(pair: &TcpPair) {
     }
 }
 
+/// The request looked at with `recv(MSG_PEEK)` (as curl checks a connection
+/// is alive) and with `recvmsg(MSG_PEEK)`, then read: the peeks move nothing.
+fn peek(pair: &TcpPair) {
+    let (c, s) = (pair.client.as_raw_fd(), pair.server.as_raw_fd());
+    write_all(c, payloads::REQUEST);
+    let mut buf = [0u8; 256];
+    // SAFETY: valid buffers and lengths.
+    unsafe {
+        let n = check(
+            libc::recv(s, buf.as_mut_ptr().cast(), 1, libc::MSG_PEEK),
+            "recv(MSG_PEEK)",
+        );
+        assert_eq!(n, 1);
+        let mut iov = [iovec_mut(&mut buf[..8])];
+        let mut hdr: libc::msghdr = zeroed();
+        hdr.msg_iov = iov.as_mut_ptr();
+        hdr.msg_iovlen = 1;
+        check(
+            libc::recvmsg(s, &mut hdr, libc::MSG_PEEK),
+            "recvmsg(MSG_PEEK)",
+        );
+    }
+    assert_eq!(read_exact(s, payloads::REQUEST.len()), payloads::REQUEST);
+}
+
 /// send / recv (glibc: sendto / recvfrom with no address).
 fn sendrecv(pair: &TcpPair) {
     let (c, s) = (pair.client.as_raw_fd(), pair.server.as_raw_fd());
@@ -345,7 +370,7 @@ fn main() {
     let scenario = args.next().expect("usage: traffic SCENARIO [--wait]");
     let wait = args.next().as_deref() == Some("--wait");
     let report = match scenario.as_str() {
-        "rw" | "sendrecv" | "msg" | "vec" | "big" | "opaque" => {
+        "rw" | "sendrecv" | "msg" | "vec" | "big" | "opaque" | "peek" => {
             let pair = tcp_pair();
             if wait {
                 wait_for_go();
@@ -356,6 +381,7 @@ fn main() {
                 "msg" => msg(&pair),
                 "vec" => vec(&pair),
                 "opaque" => opaque(&pair),
+                "peek" => peek(&pair),
                 _ => big(&pair),
             }
             e2e::Report {
