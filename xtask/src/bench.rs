@@ -7,6 +7,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::{
     bench_report::{self, Table, j, num, percent_delta},
-    sh, workspace_root,
+    sh, target_dir,
 };
 
 fn run_bench(iterations: u64) -> anyhow::Result<Value> {
@@ -27,7 +28,7 @@ fn run_bench(iterations: u64) -> anyhow::Result<Value> {
 
 /// Runs one of the release bench binaries with `iterations`; its JSON output.
 fn run_json(binary: &str, iterations: u64) -> anyhow::Result<Value> {
-    let exe = workspace_root().join("target/release").join(binary);
+    let exe = release_binary(binary);
     let out = Command::new(&exe)
         .arg(iterations.to_string())
         .output()
@@ -36,6 +37,11 @@ fn run_json(binary: &str, iterations: u64) -> anyhow::Result<Value> {
         bail!("{binary} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// A release binary built by [`prepare`].
+pub(crate) fn release_binary(name: &str) -> PathBuf {
+    target_dir().join("release").join(name)
 }
 
 /// Set up and build everything the benchmarks run, in release mode.
@@ -104,7 +110,7 @@ fn capture_path(line: &str) -> Option<String> {
 /// Starts the release agent with JSON logs, `args` and the environment `env`
 /// added to this process's, and waits until it captures.
 pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Agent> {
-    let agent = workspace_root().join("target/release/agent");
+    let agent = release_binary("agent");
     let mut child = Command::new(&agent)
         .args(["--log-format", "json"])
         .args(args)

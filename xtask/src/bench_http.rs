@@ -26,9 +26,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    bench::{Agent, start_agent},
+    bench::{Agent, release_binary, start_agent},
     bench_report::{self, Table, j, num, ratio},
-    workspace_root,
 };
 
 /// Fixed-rate load.
@@ -49,7 +48,7 @@ struct Wrk {
     errors: u64,
 }
 
-fn millis(text: &str) -> Option<f64> {
+pub(crate) fn millis(text: &str) -> Option<f64> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
     let n: f64 = number.parse().ok()?;
@@ -143,7 +142,7 @@ fn parse_rate_client(line: &str) -> anyhow::Result<Rate> {
 }
 
 fn rate_client(url: &str, seconds: u64) -> anyhow::Result<Rate> {
-    let exe = workspace_root().join("target/release/rate_client");
+    let exe = release_binary("rate_client");
     let out = Command::new(&exe)
         .args(["--url", url])
         .args(["--rate", &RATE.to_string()])
@@ -324,13 +323,13 @@ fn start_nginx() -> anyhow::Result<Nginx> {
 
 /// What the agent did during one load run.
 #[derive(Debug, Default)]
-struct AgentFigures {
-    cpu_s: f64,
-    peak_rss_mib: f64,
+pub(crate) struct AgentFigures {
+    pub(crate) cpu_s: f64,
+    pub(crate) peak_rss_mib: f64,
     /// RSS at the end of the load (the peak is usually start-up: BTF parsing).
-    rss_mib: f64,
-    server_spans: f64,
-    client_spans: f64,
+    pub(crate) rss_mib: f64,
+    pub(crate) server_spans: f64,
+    pub(crate) client_spans: f64,
     events_received: f64,
     events_filtered: f64,
     /// `agent_events_dropped_total` by reason.
@@ -343,12 +342,12 @@ struct AgentFigures {
 }
 
 impl AgentFigures {
-    fn dropped_total(&self) -> f64 {
+    pub(crate) fn dropped_total(&self) -> f64 {
         // + 0.0: an empty f64 sum is -0.0.
         self.dropped.iter().map(|(_, n)| n).sum::<f64>() + 0.0
     }
 
-    fn json(&self, seconds: f64, requests: f64) -> Value {
+    pub(crate) fn json(&self, seconds: f64, requests: f64) -> Value {
         let map = |v: &[(String, f64)]| -> Value {
             v.iter()
                 .map(|(k, n)| (k.clone(), j(*n)))
@@ -376,20 +375,20 @@ impl AgentFigures {
 }
 
 /// How the agent runs in one column.
-struct Variant {
-    name: &'static str,
+pub(crate) struct Variant {
+    pub(crate) name: &'static str,
     /// `None`: agent off.
     extra: Option<Vec<String>>,
 }
 
 impl Variant {
-    const OFF: Variant = Variant {
+    pub(crate) const OFF: Variant = Variant {
         name: "off",
         extra: None,
     };
 
     /// The agent on, with `args` beyond the bench's own.
-    fn on(name: &'static str, args: &[&str]) -> Variant {
+    pub(crate) fn on(name: &'static str, args: &[&str]) -> Variant {
         Variant {
             name,
             extra: Some(args.iter().map(|a| a.to_string()).collect()),
@@ -397,34 +396,91 @@ impl Variant {
     }
 }
 
-struct Setup<'a> {
-    nginx: &'a Nginx,
-    agent_args: &'a [String],
-    agent_env: &'a [(String, String)],
+/// A span counter in the agent's /metrics: the samples of `metric` whose line
+/// contains `filter`.
+pub(crate) struct Spans {
+    pub(crate) metric: &'static str,
+    pub(crate) filter: String,
 }
 
-/// One load run, agent off or on, with the agent's and nginx's figures.
-struct Measured<T> {
-    load: T,
-    seconds: f64,
-    nginx_cpu_s: f64,
-    agent: Option<AgentFigures>,
+/// What a benchmark runs the agent against, and how.
+pub(crate) struct Setup<'a> {
+    /// The server under load (its CPU is measured beside the agent's).
+    server_pid: u32,
+    server_spans: Spans,
+    client_spans: Spans,
+    pub(crate) agent_args: &'a [String],
+    agent_env: Vec<(String, String)>,
+    /// This process's `AGENT_*` variables, which the agent inherits.
+    pub(crate) inherited_env: Vec<String>,
 }
 
-fn measure<T>(
+impl<'a> Setup<'a> {
+    /// `agent_env`: `KEY=VALUE` pairs.
+    pub(crate) fn new(
+        server_pid: u32,
+        server_spans: Spans,
+        client_spans: Spans,
+        agent_args: &'a [String],
+        agent_env: &[String],
+    ) -> anyhow::Result<Setup<'a>> {
+        Ok(Setup {
+            server_pid,
+            server_spans,
+            client_spans,
+            agent_args,
+            agent_env: parse_env(agent_env)?,
+            inherited_env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("AGENT_"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        })
+    }
+
+    /// `--agent-env` as `KEY=VALUE`.
+    pub(crate) fn agent_env(&self) -> Vec<String> {
+        self.agent_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+
+    /// How the agent runs, for the first line of a report.
+    pub(crate) fn agent_settings(&self) -> String {
+        format!(
+            "defaults + --stdout off --prometheus-listen … --profiling off {} {}",
+            self.agent_args.join(" "),
+            [self.agent_env(), self.inherited_env.clone()]
+                .concat()
+                .join(" ")
+        )
+    }
+}
+
+/// One load run, agent off or on, with the agent's and the server's figures.
+pub(crate) struct Measured<T> {
+    pub(crate) load: T,
+    pub(crate) seconds: f64,
+    pub(crate) server_cpu_s: f64,
+    pub(crate) agent: Option<AgentFigures>,
+}
+
+/// Runs `load` with the agent as `variant` says; the agent's figures count
+/// what it did during the load (metrics deltas, CPU) and until it settled.
+pub(crate) fn measure<T>(
     setup: &Setup<'_>,
     variant: &Variant,
     load: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<Measured<T>> {
-    let nginx_pid = setup.nginx.pid();
+    let server_pid = setup.server_pid;
     let Some(extra) = &variant.extra else {
-        let cpu0 = cpu_seconds(nginx_pid)?;
+        let cpu0 = cpu_seconds(server_pid)?;
         let t0 = Instant::now();
         let load = load()?;
         return Ok(Measured {
             load,
             seconds: t0.elapsed().as_secs_f64(),
-            nginx_cpu_s: cpu_seconds(nginx_pid)? - cpu0,
+            server_cpu_s: cpu_seconds(server_pid)? - cpu0,
             agent: None,
         });
     };
@@ -449,28 +505,14 @@ fn measure<T>(
     let pid = agent.pid();
     // Past start-up (procfs scan, first reads).
     thread::sleep(Duration::from_secs(1));
-    let server_port = format!("server_port=\"{}\"", setup.nginx.port);
-    let server_filter = "service_name=\"nginx\"";
-    let counts = |m: &str| {
-        (
-            sum(
-                m,
-                "http_server_request_duration_seconds_count",
-                server_filter,
-            ),
-            sum(
-                m,
-                "http_client_request_duration_seconds_count",
-                &server_port,
-            ),
-        )
-    };
+    let count = |m: &str, spans: &Spans| sum(m, spans.metric, &spans.filter);
+    let counts = |m: &str| (count(m, &setup.server_spans), count(m, &setup.client_spans));
     let before = scrape(metrics_port)?;
-    let (cpu0, nginx0, t0) = (cpu_seconds(pid)?, cpu_seconds(nginx_pid)?, Instant::now());
+    let (cpu0, server0, t0) = (cpu_seconds(pid)?, cpu_seconds(server_pid)?, Instant::now());
     let load = load()?;
     let seconds = t0.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds(pid)? - cpu0;
-    let nginx_cpu_s = cpu_seconds(nginx_pid)? - nginx0;
+    let server_cpu_s = cpu_seconds(server_pid)? - server0;
     // Let the agent finish what is in flight: until its span counts stop moving.
     let mut after = scrape(metrics_port)?;
     for _ in 0..20 {
@@ -502,7 +544,7 @@ fn measure<T>(
     Ok(Measured {
         load,
         seconds,
-        nginx_cpu_s,
+        server_cpu_s,
         agent: Some(AgentFigures {
             cpu_s,
             peak_rss_mib,
@@ -519,11 +561,11 @@ fn measure<T>(
     })
 }
 
-fn agent_cell(m: &Measured<impl Sized>, f: impl Fn(&AgentFigures) -> String) -> String {
+pub(crate) fn agent_cell(m: &Measured<impl Sized>, f: impl Fn(&AgentFigures) -> String) -> String {
     m.agent.as_ref().map_or_else(|| "-".into(), f)
 }
 
-fn print_losses<T>(columns: &[(&Variant, Measured<T>)]) {
+pub(crate) fn print_losses<T>(columns: &[(&Variant, Measured<T>)]) {
     for (variant, m) in columns {
         let Some(a) = &m.agent else { continue };
         let path = a.capture_path.as_deref().unwrap_or("?");
@@ -593,7 +635,7 @@ fn saturation(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
         })
     });
     row("nginx CPU µs/request", &|m| {
-        num(m.nginx_cpu_s / m.load.requests as f64 * 1e6, 2)
+        num(m.server_cpu_s / m.load.requests as f64 * 1e6, 2)
     });
     let per_request = |spans: f64, requests: u64| {
         format!("{spans:.0}/{requests} = {:.4}", spans / requests as f64)
@@ -632,11 +674,99 @@ fn saturation(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
                 "p99_ms": j(m.load.p99_ms),
                 "errors": m.load.errors,
                 "seconds": j(m.seconds),
-                "nginx_cpu_us_per_request": j(m.nginx_cpu_s / m.load.requests as f64 * 1e6),
+                "nginx_cpu_us_per_request": j(m.server_cpu_s / m.load.requests as f64 * 1e6),
                 "agent_figures": m.agent.as_ref().map(|a| a.json(m.seconds, m.load.requests as f64)),
             })
         })
         .collect())
+}
+
+/// One figure of a load run.
+pub(crate) type Figure<T> = fn(&T) -> f64;
+
+/// A table of fixed-rate runs: a row per figure, a column per run, then on/off.
+pub(crate) struct RunTable<'a, T> {
+    columns: &'a [(&'a Variant, Measured<T>)],
+    table: Table,
+}
+
+impl<'a, T> RunTable<'a, T> {
+    pub(crate) fn new(columns: &'a [(&'a Variant, Measured<T>)]) -> RunTable<'a, T> {
+        let mut header = vec!["".to_string()];
+        header.extend(columns.iter().map(|(v, _)| format!("agent {}", v.name)));
+        header.push("on/off".into());
+        RunTable {
+            columns,
+            table: Table::new(&header),
+        }
+    }
+
+    pub(crate) fn row(&mut self, label: &str, f: impl Fn(&Measured<T>) -> String, on_off: String) {
+        let mut cells = vec![label.to_string()];
+        cells.extend(self.columns.iter().map(|(_, m)| f(m)));
+        cells.push(on_off);
+        self.table.row(&cells);
+    }
+
+    /// A row per figure of the load, with `decimals`, and on/off (the second
+    /// run's figure over the first's).
+    pub(crate) fn load_rows(&mut self, decimals: usize, figures: &[(&str, Figure<T>)]) {
+        for &(label, get) in figures {
+            let on_off = match self.columns {
+                [(_, off), (_, on), ..] => ratio(get(&on.load), get(&off.load)),
+                _ => String::new(),
+            };
+            self.row(label, |m| num(get(&m.load), decimals), on_off);
+        }
+    }
+
+    /// The agent's rows: CPU, CPU per `unit` (`done` of them in a run), spans
+    /// against them, drops, memory.
+    pub(crate) fn agent_rows(&mut self, unit: &str, done: impl Fn(&T) -> u64) {
+        let done = &done;
+        self.row(
+            "agent CPU (cores)",
+            |m| agent_cell(m, |a| num(a.cpu_s / m.seconds, 3)),
+            String::new(),
+        );
+        self.row(
+            &format!("agent CPU µs/{unit}"),
+            |m| agent_cell(m, |a| num(a.cpu_s / done(&m.load) as f64 * 1e6, 2)),
+            String::new(),
+        );
+        for (kind, spans) in [
+            (
+                "server",
+                (|a: &AgentFigures| a.server_spans) as fn(&AgentFigures) -> f64,
+            ),
+            ("client", |a| a.client_spans),
+        ] {
+            self.row(
+                &format!("{kind} spans / {unit}s"),
+                |m| agent_cell(m, |a| format!("{:.0}/{}", spans(a), done(&m.load))),
+                String::new(),
+            );
+        }
+        self.row(
+            "events dropped",
+            |m| agent_cell(m, |a| num(a.dropped_total(), 0)),
+            String::new(),
+        );
+        self.row(
+            "agent RSS after the load (MiB)",
+            |m| agent_cell(m, |a| num(a.rss_mib, 1)),
+            String::new(),
+        );
+        self.row(
+            "agent peak RSS (MiB)",
+            |m| agent_cell(m, |a| num(a.peak_rss_mib, 1)),
+            String::new(),
+        );
+    }
+
+    pub(crate) fn print(&self) {
+        self.table.print();
+    }
 }
 
 fn verdict(ratio: f64, target: f64) -> &'static str {
@@ -660,91 +790,42 @@ fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
         "fixed rate: rate_client --rate {RATE} --connections {CONNECTIONS} --seconds {seconds} \
          (open loop; latency from the scheduled send time)"
     );
-    let mut header = vec!["".to_string()];
-    header.extend(variants.iter().map(|v| format!("agent {}", v.name)));
-    header.push("on/off".into());
-    let mut t = Table::new(&header);
-    let mut row = |label: &str, f: &dyn Fn(&Measured<Rate>) -> String, r: String| {
-        let mut cells = vec![label.to_string()];
-        cells.extend(columns.iter().map(|(_, m)| f(m)));
-        cells.push(r);
-        t.row(&cells);
-    };
-    row(
-        "achieved requests/s",
-        &|m| num(m.load.achieved_rate, 0),
-        ratio(on.achieved_rate, off.achieved_rate),
-    );
-    row(
+    let mut t = RunTable::new(&columns);
+    t.load_rows(0, &[("achieved requests/s", |r| r.achieved_rate)]);
+    t.row(
         "completed / sent / scheduled",
-        &|m| format!("{}/{}/{}", m.load.completed, m.load.sent, m.load.scheduled),
+        |m| format!("{}/{}/{}", m.load.completed, m.load.sent, m.load.scheduled),
         String::new(),
     );
-    row("errors", &|m| m.load.errors.to_string(), String::new());
-    for (label, get) in [
-        (
-            "p50 latency (µs)",
-            (|r: &Rate| r.p50_us) as fn(&Rate) -> f64,
-        ),
-        ("p90 latency (µs)", |r| r.p90_us),
-        ("p99 latency (µs)", |r| r.p99_us),
-        ("p99.9 latency (µs)", |r| r.p999_us),
-        ("max latency (µs)", |r| r.max_us),
-    ] {
-        row(label, &|m| num(get(&m.load), 1), ratio(get(&on), get(&off)));
-    }
-    row(
-        "agent CPU (cores)",
-        &|m| agent_cell(m, |a| num(a.cpu_s / m.seconds, 3)),
-        String::new(),
-    );
-    row(
-        "agent CPU µs/request",
-        &|m| agent_cell(m, |a| num(a.cpu_s / m.load.completed as f64 * 1e6, 2)),
-        String::new(),
+    t.row("errors", |m| m.load.errors.to_string(), String::new());
+    t.load_rows(
+        1,
+        &[
+            ("p50 latency (µs)", |r| r.p50_us),
+            ("p90 latency (µs)", |r| r.p90_us),
+            ("p99 latency (µs)", |r| r.p99_us),
+            ("p99.9 latency (µs)", |r| r.p999_us),
+            ("max latency (µs)", |r| r.max_us),
+        ],
     );
     let per_request = |cpu: f64, m: &Measured<Rate>| cpu / m.load.completed as f64 * 1e6;
-    row(
+    t.row(
         "nginx CPU µs/request",
-        &|m| num(per_request(m.nginx_cpu_s, m), 2),
+        |m| num(per_request(m.server_cpu_s, m), 2),
         ratio(
-            per_request(columns[1].1.nginx_cpu_s, &columns[1].1),
-            per_request(columns[0].1.nginx_cpu_s, &columns[0].1),
+            per_request(columns[1].1.server_cpu_s, &columns[1].1),
+            per_request(columns[0].1.server_cpu_s, &columns[0].1),
         ),
     );
-    row(
+    t.row(
         "rate_client CPU µs/request",
-        &|m| num(per_request(m.load.cpu_s, m), 2),
+        |m| num(per_request(m.load.cpu_s, m), 2),
         ratio(
             per_request(on.cpu_s, &columns[1].1),
             per_request(off.cpu_s, &columns[0].1),
         ),
     );
-    row(
-        "server spans / completed",
-        &|m| agent_cell(m, |a| format!("{:.0}/{}", a.server_spans, m.load.completed)),
-        String::new(),
-    );
-    row(
-        "client spans / completed",
-        &|m| agent_cell(m, |a| format!("{:.0}/{}", a.client_spans, m.load.completed)),
-        String::new(),
-    );
-    row(
-        "events dropped",
-        &|m| agent_cell(m, |a| num(a.dropped_total(), 0)),
-        String::new(),
-    );
-    row(
-        "agent RSS after the load (MiB)",
-        &|m| agent_cell(m, |a| num(a.rss_mib, 1)),
-        String::new(),
-    );
-    row(
-        "agent peak RSS (MiB)",
-        &|m| agent_cell(m, |a| num(a.peak_rss_mib, 1)),
-        String::new(),
-    );
+    t.agent_rows("request", |r| r.completed);
     t.print();
     let p50 = on.p50_us / off.p50_us;
     let p99 = on.p99_us / off.p99_us;
@@ -792,7 +873,7 @@ fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
             "agent": v.name,
             "rate_client": m.load.raw,
             "seconds": j(m.seconds),
-            "nginx_cpu_us_per_request": j(per_request(m.nginx_cpu_s, m)),
+            "nginx_cpu_us_per_request": j(per_request(m.server_cpu_s, m)),
             "agent_figures": m.agent.as_ref().map(|a| a.json(m.seconds, m.load.completed as f64)),
         })).collect::<Vec<_>>(),
     }))
@@ -811,28 +892,24 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub fn run(seconds: u64, agent_args: &[String], agent_env: &[String]) -> anyhow::Result<()> {
-    let agent_env = parse_env(agent_env)?;
     let nginx = start_nginx()?;
     let url = format!("http://127.0.0.1:{}/", nginx.port);
-    let setup = Setup {
-        nginx: &nginx,
+    let setup = Setup::new(
+        nginx.pid(),
+        Spans {
+            metric: "http_server_request_duration_seconds_count",
+            filter: "service_name=\"nginx\"".into(),
+        },
+        Spans {
+            metric: "http_client_request_duration_seconds_count",
+            filter: format!("server_port=\"{}\"", nginx.port),
+        },
         agent_args,
-        agent_env: &agent_env,
-    };
-    let inherited: Vec<String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AGENT_"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+        agent_env,
+    )?;
     println!(
-        "HTTP/1.1 keep-alive load on loopback against nginx, agent off then on, same run; agent: \
-         defaults + --stdout off --prometheus-listen … --profiling off {} {}",
-        agent_args.join(" "),
-        agent_env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .chain(inherited.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ")
+        "HTTP/1.1 keep-alive load on loopback against nginx, agent off then on, same run; agent: {}",
+        setup.agent_settings()
     );
     wrk(&url, 1)?; // warm-up
     let saturation = saturation(&setup, &url, seconds)?;
@@ -843,8 +920,8 @@ pub fn run(seconds: u64, agent_args: &[String], agent_env: &[String]) -> anyhow:
             "seconds": seconds,
             "server": "nginx return 200 \"ok\\n\", 1 worker",
             "agent_args": agent_args,
-            "agent_env": agent_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            "inherited_agent_env": inherited,
+            "agent_env": setup.agent_env(),
+            "inherited_agent_env": setup.inherited_env,
             "saturation": saturation,
             "fixed_rate": fixed,
         }),

@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{sh, workspace_root};
+use crate::{sh, target_dir, workspace_root};
 
 /// Python checkers, pinned.
 const PIP_PACKAGES: &[&str] = &[
@@ -41,19 +41,6 @@ const CHART: &str = "deploy/helm/agent";
 const RELEASE: &str = "agent";
 const NAMESPACE: &str = "observability";
 const RENDERED: &str = "deploy/kubernetes/agent.yaml";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
 
 fn venv() -> PathBuf {
     target_dir().join("deploy-venv")

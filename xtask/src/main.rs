@@ -1,6 +1,7 @@
 //! Project tasks. `cargo xtask --help` lists them.
 
 mod bench;
+mod bench_grpc;
 mod bench_http;
 mod bench_profile;
 mod bench_report;
@@ -38,22 +39,23 @@ enum Task {
     },
     /// Benchmarks, agent off vs on in the same run (needs root): `syscalls`
     /// (ns per traced syscall, per capture path), `http` (wrk and fixed-rate
-    /// load against nginx), `profile` (profiler CPU and memory at 19 and 99
-    /// Hz), or `all`. Figures also go to target/bench/<name>.json.
+    /// load against nginx), `grpc` (h2load at a fixed rate against a tonic
+    /// server), `profile` (profiler CPU and memory at 19 and 99 Hz), or
+    /// `all`. Figures also go to target/bench/<name>.json.
     Bench {
         #[arg(default_value = "all")]
         which: String,
         /// Writes per round (syscalls).
         #[arg(long, default_value_t = 200_000)]
         iterations: u64,
-        /// Seconds of load per phase (http, profile).
+        /// Seconds of load per phase (http, grpc, profile).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// An extra argument for the agent (http; repeatable, e.g.
+        /// An extra argument for the agent (http, grpc; repeatable, e.g.
         /// `--agent-arg=--capture-bytes --agent-arg=256`).
         #[arg(long = "agent-arg", allow_hyphen_values = true)]
         agent_args: Vec<String>,
-        /// An extra KEY=VALUE environment variable for the agent (http;
+        /// An extra KEY=VALUE environment variable for the agent (http, grpc;
         /// repeatable, e.g. `--agent-env AGENT_CAPTURE_PATH=tracepoints`).
         #[arg(long = "agent-env")]
         agent_env: Vec<String>,
@@ -99,12 +101,16 @@ fn main() -> anyhow::Result<()> {
             match which.as_str() {
                 "syscalls" => bench::run(iterations),
                 "http" => bench_http::run(seconds, &agent_args, &agent_env),
+                "grpc" => bench_grpc::run(seconds, &agent_args, &agent_env),
                 "profile" => bench_profile::run(seconds.max(30)),
                 "all" => bench::run(iterations)
                     .and_then(|()| bench_http::run(seconds, &agent_args, &agent_env))
+                    .and_then(|()| bench_grpc::run(seconds, &agent_args, &agent_env))
                     .and_then(|()| bench_profile::run(seconds.max(30))),
                 other => {
-                    anyhow::bail!("unknown benchmark {other:?}: syscalls, http, profile or all")
+                    anyhow::bail!(
+                        "unknown benchmark {other:?}: syscalls, http, grpc, profile or all"
+                    )
                 }
             }
         }
@@ -120,6 +126,21 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
+/// root) when set, else `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Runs a command in the workspace root, failing on a non-zero exit.

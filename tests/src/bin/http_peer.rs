@@ -4,6 +4,8 @@
 //! * `http_peer server [PORT]`: a hyper HTTP/1.1 server (keep-alive). Routes:
 //!   `/users/<id>` (small JSON), `/status/<code>`, anything else 404. Prints
 //!   `listening <port>`.
+//! * `http_peer h2server [PORT]`: the same routes over HTTP/2 with prior
+//!   knowledge (h2c, no upgrade), e.g. `curl --http2-prior-knowledge`.
 //! * `http_peer client URL COUNT [TRACEPARENT]`: reqwest, COUNT sequential GETs
 //!   over its keep-alive pool, each with the `traceparent` header if given.
 //!   Prints `done <count>`.
@@ -13,9 +15,12 @@ use std::{convert::Infallible, net::SocketAddr};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
-    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+    Request, Response, StatusCode,
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
@@ -36,15 +41,23 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(response)
 }
 
-async fn server(port: u16) -> anyhow::Result<()> {
+/// Serves [`handle`] on 127.0.0.1:`port`, HTTP/2 (prior knowledge) or HTTP/1.1.
+async fn server(port: u16, h2: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening {}", listener.local_addr()?.port());
     loop {
         let (stream, _) = listener.accept().await?;
+        let io = TokioIo::new(stream);
         tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(handle))
-                .await;
+            let _ = if h2 {
+                http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service_fn(handle))
+                    .await
+            } else {
+                http1::Builder::new()
+                    .serve_connection(io, service_fn(handle))
+                    .await
+            };
         });
     }
 }
@@ -67,7 +80,10 @@ async fn client(url: &str, count: usize, traceparent: Option<String>) -> anyhow:
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("server") => server(args.get(1).and_then(|p| p.parse().ok()).unwrap_or(0)).await,
+        Some(mode @ ("server" | "h2server")) => {
+            let port = args.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            server(port, mode == "h2server").await
+        }
         Some("client") => {
             let url = args
                 .get(1)
@@ -75,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
             let count = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(1);
             client(url, count, args.get(3).cloned()).await
         }
-        _ => anyhow::bail!("usage: http_peer server [PORT] | client URL COUNT [TRACEPARENT]"),
+        _ => anyhow::bail!(
+            "usage: http_peer server [PORT] | h2server [PORT] | client URL COUNT [TRACEPARENT]"
+        ),
     }
 }
