@@ -501,3 +501,91 @@ async fn a_hyper_http2_server_and_curl() {
     );
     assert_eq!(spans.len(), 8, "one client span per curl too");
 }
+
+/// Hostile HTTP/2, each on its own connection to nginx: a frame with a bad
+/// length, a CONTINUATION flood, a header block larger than the capture, an
+/// HPACK table size update past any limit, random bytes after the preface.
+const HOSTILE: &str = r#"
+import os, socket, struct, sys
+port = int(sys.argv[1])
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+def frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+SETTINGS = frame(4, 0, 0, b"")
+def literal(name, value):
+    # Literal without indexing, new name; lengths < 127 bytes or 3-byte form.
+    def s(b):
+        if len(b) < 127:
+            return bytes([len(b)]) + b
+        n = len(b) - 127
+        out = bytes([127])
+        while n >= 128:
+            out += bytes([n % 128 + 128]); n //= 128
+        return out + bytes([n]) + b
+    return b"\x00" + s(name) + s(value)
+REQUEST = b"\x82\x86\x84" + literal(b":authority", b"x")
+cases = [
+    frame(6, 0, 0, b"1234567"),                                   # PING of 7 bytes
+    frame(1, 0, 1, REQUEST) + b"".join(frame(9, 0, 1, b"\x00") for _ in range(400)),
+    frame(1, 0, 1, REQUEST) + frame(9, 4, 1, literal(b"x-big", b"v" * 20000)),
+    frame(1, 5, 1, b"\x3f\xe1\xff\xff\xff\x0f" + REQUEST),        # size update 2^31
+    os.urandom(6000),
+]
+for case in cases:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(PREFACE + SETTINGS + case)
+    s.settimeout(0.5)
+    try:
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http2_is_counted_and_later_traffic_is_still_right() {
+    if !privileged("hostile_http2_is_counted_and_later_traffic_is_still_right") {
+        return;
+    }
+    let nginx = H2Nginx::start();
+    let mut agent = agent_for(&[nginx.port], None).await;
+    let port = nginx.port.to_string();
+    tokio::task::spawn_blocking(move || {
+        let status = Command::new("python3")
+            .args(["-c", HOSTILE, &port])
+            .status()
+            .expect("python3");
+        assert!(status.success());
+    })
+    .await
+    .expect("join");
+    let args = vec![
+        "--http2-prior-knowledge".to_string(),
+        "-o".into(),
+        "/dev/null".into(),
+        nginx.url("/after"),
+    ];
+    let (curl_pid, _) = curl(args).await;
+    let spans = agent
+        .spans_until(&[curl_pid], DEADLINE, |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].name, "GET /after");
+    assert_eq!(int(&spans[0], "http.response.status_code"), Some(200));
+    let snapshot = agent.handle.snapshot();
+    let errors: Vec<&str> = snapshot
+        .parse_errors
+        .iter()
+        .filter(|((protocol, _), _)| *protocol == "http2")
+        .map(|((_, reason), _)| *reason)
+        .collect();
+    for reason in [
+        "frame_bad_length",
+        "continuation_flood",
+        "header_block_lost",
+    ] {
+        assert!(errors.contains(&reason), "{reason} counted: {errors:?}");
+    }
+    eprintln!("hostile HTTP/2 counted as: {errors:?}");
+}

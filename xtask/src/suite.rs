@@ -131,7 +131,7 @@ fn run_tallied(cmd: &mut Command, tally: &mut Tally) -> anyhow::Result<bool> {
 }
 
 /// End-to-end test binaries that run on both kernel capture paths.
-const FALLBACK_TESTS: [&str; 5] = ["capture", "http", "dns", "otlp", "kernel_skips"];
+const FALLBACK_TESTS: [&str; 6] = ["capture", "http", "grpc", "dns", "otlp", "kernel_skips"];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
