@@ -270,6 +270,20 @@ pub mod flags {
     /// discovered its socket. Other data events leave it zeroed (reading it
     /// costs ~50 ns a syscall); userspace takes the connection's.
     pub const HAS_COMM: u32 = 1 << 9;
+    /// Set by userspace on HTTP/2 connections: the kernel walks their frames
+    /// and copies headers, header blocks and control frames rather than a
+    /// prefix of each syscall (see the kernel's `frames` module).
+    pub const FRAMES: u32 = 1 << 10;
+    /// A data event's payload is a frame skeleton: segments `[u32 offset]
+    /// [u32 len]` + bytes (little endian), offsets within the syscall's data.
+    pub const SPARSE: u32 = 1 << 11;
+    /// Set by the kernel once a socket received data: its first bytes were
+    /// looked at for the HTTP/2 client preface (which sets `FRAMES` at once,
+    /// before the first large message, which userspace would flag too late).
+    pub const INGRESS_SEEN: u32 = 1 << 12;
+    /// The same for data sent (a client writes the preface; a server writes
+    /// its SETTINGS before it reads the client's preface).
+    pub const EGRESS_SEEN: u32 = 1 << 13;
 }
 
 /// Values of the `VERDICTS` map (per tgid).
@@ -325,10 +339,19 @@ pub enum Loss {
     /// Not a loss: a `MSG_PEEK` read (curl's liveness check), skipped: its
     /// bytes are read again, and counting them twice would shift the stream.
     Peeked = 14,
+    /// An HTTP/2 frame walk ran out of steps: the rest of that syscall was not
+    /// copied, and the next one hunts for a frame start.
+    FramesSteps = 15,
+    /// An HTTP/2 frame walk met bytes that are no frame header (or an iovec it
+    /// could not read): the same.
+    FramesLost = 16,
+    /// Not a loss by itself: a syscall of an HTTP/2 connection that did not
+    /// start at a frame (no walk state) was copied as a plain prefix.
+    FramesHunt = 17,
 }
 
 impl Loss {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 18;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -345,6 +368,9 @@ impl Loss {
         Loss::OpaqueSkipped,
         Loss::ProcessFiltered,
         Loss::Peeked,
+        Loss::FramesSteps,
+        Loss::FramesLost,
+        Loss::FramesHunt,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -365,6 +391,9 @@ impl Loss {
             Loss::OpaqueSkipped => "opaque_skipped",
             Loss::ProcessFiltered => "process_filtered",
             Loss::Peeked => "peeked",
+            Loss::FramesSteps => "frames_steps",
+            Loss::FramesLost => "frames_lost",
+            Loss::FramesHunt => "frames_hunt",
         }
     }
 
@@ -377,7 +406,7 @@ impl Loss {
     pub const fn is_skip(self) -> bool {
         matches!(
             self,
-            Loss::OpaqueSkipped | Loss::ProcessFiltered | Loss::Peeked
+            Loss::OpaqueSkipped | Loss::ProcessFiltered | Loss::Peeked | Loss::FramesHunt
         )
     }
 }

@@ -567,6 +567,19 @@ fn on_data(
         return Ok(());
     }
     let buf = begin_data(pid_tgid, &info, call, syscall, ret, comm_for(&info))?;
+    let seen = if syscall.is_egress() {
+        flags::EGRESS_SEEN
+    } else {
+        flags::INGRESS_SEEN
+    };
+    let preface =
+        info.flags & (flags::FRAMES | seen) == 0 && first_data(pid_tgid, call, syscall, ret, seen);
+    if (preface || info.flags & flags::FRAMES != 0)
+        && let Some(captured) = walk_frames(buf, pid_tgid, call, syscall, ret, &info, preface)
+    {
+        buf.header.flags |= flags::SPARSE;
+        return submit(buf, captured);
+    }
     let want = if (ret as u64) < cap() as u64 {
         ret as u32
     } else {
@@ -595,6 +608,95 @@ fn on_data(
         }
     };
     submit(buf, captured)
+}
+
+/// The frame skeleton of an HTTP/2 connection's syscall (see `frames`), or
+/// `None` to copy a prefix.
+#[inline(always)]
+fn walk_frames(
+    buf: &mut Scratch,
+    pid_tgid: u64,
+    call: &PendingCall,
+    syscall: Syscall,
+    ret: i64,
+    info: &SockInfo,
+    preface: bool,
+) -> Option<u32> {
+    let key = crate::frames::FrameKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: call.fd,
+        direction: buf.header.direction,
+        _pad: 0,
+    };
+    let source = match syscall {
+        Syscall::Read | Syscall::Write => (0, 0, call.arg1),
+        Syscall::Recvfrom | Syscall::Sendto => {
+            read_addr(&mut buf.header, call.arg4);
+            (0, 0, call.arg1)
+        }
+        Syscall::Readv | Syscall::Writev => (call.arg1, call.arg2, 0),
+        _ => {
+            // SAFETY: bounded reads of user memory.
+            let (iov, iovlen) = unsafe {
+                (
+                    bpf_probe_read_user((call.arg1 + MSGHDR_IOV) as *const u64).ok()?,
+                    bpf_probe_read_user((call.arg1 + MSGHDR_IOVLEN) as *const u64).ok()?,
+                )
+            };
+            (iov, iovlen, 0)
+        }
+    };
+    crate::frames::walk(
+        &mut buf.data,
+        key,
+        info.conn_id,
+        source,
+        ret as u32,
+        cap(),
+        preface,
+    )
+}
+
+/// The socket's first data in one direction: marks it `seen`, and `FRAMES`
+/// when it starts with the HTTP/2 client preface (true then).
+#[inline(always)]
+fn first_data(pid_tgid: u64, call: &PendingCall, syscall: Syscall, ret: i64, seen: u32) -> bool {
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: call.fd,
+    };
+    let buffer = match syscall {
+        Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => Some(call.arg1),
+        Syscall::Readv | Syscall::Writev => first_iov(call.arg1),
+        Syscall::Recvmsg | Syscall::Sendmsg => {
+            // SAFETY: bounded read of user memory.
+            unsafe { bpf_probe_read_user((call.arg1 + MSGHDR_IOV) as *const u64) }
+                .ok()
+                .and_then(first_iov)
+        }
+        _ => None,
+    };
+    let preface = ret >= 24
+        && buffer.is_some_and(|b| {
+            // SAFETY: bounded read of user memory.
+            unsafe { bpf_probe_read_user(b as *const [u8; 8]) }.is_ok_and(|h| &h == b"PRI * HT")
+        });
+    if let Some(info) = SOCKETS.get_ptr_mut(key) {
+        // SAFETY: the map value is ours to update; a racing update of the
+        // same flags word only sets bits.
+        unsafe {
+            (*info).flags |= seen | if preface { flags::FRAMES } else { 0 };
+        }
+    }
+    preface
+}
+
+/// The base of the first iovec of the array at `iov`, if it has 8 bytes.
+#[inline(always)]
+fn first_iov(iov: u64) -> Option<u64> {
+    // SAFETY: bounded read of user memory.
+    let seg = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.ok()?;
+    (seg[1] >= 8).then_some(seg[0])
 }
 
 /// Copies the name and up to `want` bytes of the data (its first `N` iovecs)

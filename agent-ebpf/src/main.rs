@@ -24,6 +24,7 @@
 mod bench;
 mod capture;
 mod fast;
+mod frames;
 mod profile;
 mod tcp_state;
 mod tp;

@@ -43,6 +43,10 @@ pub struct Observed {
     pub listen_fd: Option<i64>,
     pub captured: usize,
     pub truncated: bool,
+    /// The payload is an HTTP/2 frame skeleton (`[u32 offset][u32 len]`
+    /// segments, see `agent_common::flags::SPARSE`), not a prefix.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
     pub comm: String,
     /// The captured prefix, printed as escaped ASCII.
     #[serde(serialize_with = "escaped", skip_serializing_if = "Vec::is_empty")]
@@ -78,6 +82,7 @@ impl Observed {
             listen_fd: (event.kind == EventKind::Accept).then_some(event.bytes),
             captured: event.payload.len(),
             truncated: event.truncated(),
+            sparse: event.flags & agent_common::flags::SPARSE != 0,
             // Data events carry the name only on a connection's first event.
             comm: match conn {
                 Some(c) if event.comm.is_empty() => c.comm.to_string(),

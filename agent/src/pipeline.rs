@@ -422,6 +422,9 @@ impl Processor {
                 // No parser wants it: the kernel stops copying its bytes.
                 if matches!(conn.protocol, crate::flows::Protocol::Other) {
                     self.mark_opaque(key);
+                } else if !conn.kernel_frames && conn.protocol.kernel_frames() {
+                    conn.kernel_frames = true;
+                    locked(&self.capture).mark_frames(key.tgid, key.fd, key.conn_id);
                 }
             }
         } else if let Some(conn) = &mut closed {

@@ -209,8 +209,8 @@ async fn grpcio_calls_are_spans_with_method_status_and_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_messages_at_both_capture_caps_leave_later_calls_readable() {
-    if !privileged("large_messages_at_both_capture_caps_leave_later_calls_readable") {
+async fn large_messages_at_both_capture_caps_keep_every_call_named() {
+    if !privileged("large_messages_at_both_capture_caps_keep_every_call_named") {
         return;
     }
     for cap in [4096, 8192] {
@@ -228,7 +228,14 @@ async fn large_messages_at_both_capture_caps_leave_later_calls_readable() {
             .chain(&made)
             .filter(|s| exact_or_nameless(s, "demo.Echo/Unary", "OK"))
             .count();
-        eprintln!("large messages, cap {cap}: {named} of 14 spans named");
+        // The kernel walks HTTP/2 frames (headers and blocks copied, DATA
+        // skipped), so nothing past the cap hides a header block.
+        let snapshot = agent.handle.snapshot();
+        assert_eq!(
+            named, 14,
+            "cap {cap}: every call named; parse errors {:?}, kernel {:?}",
+            snapshot.parse_errors, snapshot.kernel_losses
+        );
         let big = made
             .iter()
             .map(|s| int(s, "rpc.response.messages"))
@@ -355,6 +362,11 @@ async fn an_h2c_upgrade_answers_the_upgrade_request_over_http2() {
     }
     let server = Server::h2c_upgrade();
     let mut agent = agent_for(&[server.port], None).await;
+    // The server sits in a blocking accept() from before the agent: on the
+    // tracepoint path that accept has no enter state and the connection it
+    // returns no role. One throwaway connection lets the next accept start
+    // under the agent.
+    drop(std::net::TcpStream::connect(("127.0.0.1", server.port)));
     // curl --http2 on http:// asks for `Upgrade: h2c`; the first request is
     // answered on stream 1 after the 101, the second is stream 3.
     let args = ["/users/7", "/status/503"]
@@ -580,12 +592,14 @@ async fn hostile_http2_is_counted_and_later_traffic_is_still_right() {
         .filter(|((protocol, _), _)| *protocol == "http2")
         .map(|((_, reason), _)| *reason)
         .collect();
-    for reason in [
-        "frame_bad_length",
-        "continuation_flood",
-        "header_block_lost",
-    ] {
+    for reason in ["frame_bad_length", "header_block_lost"] {
         assert!(errors.contains(&reason), "{reason} counted: {errors:?}");
     }
+    // 400 one-byte CONTINUATION frames: the parser's flood bound, or, when
+    // the kernel's frame walk runs out of steps first, lost framing.
+    assert!(
+        errors.contains(&"continuation_flood") || errors.contains(&"framing_lost"),
+        "{errors:?}"
+    );
     eprintln!("hostile HTTP/2 counted as: {errors:?}");
 }

@@ -121,6 +121,12 @@ impl Capture {
         self.set_flag(tgid, fd, conn_id, flags::OPAQUE);
     }
 
+    /// Tells the kernel this connection carries HTTP/2: it copies the frame
+    /// headers and the payloads parsers need rather than a prefix.
+    pub fn mark_frames(&mut self, tgid: u32, fd: i32, conn_id: u64) {
+        self.set_flag(tgid, fd, conn_id, flags::FRAMES);
+    }
+
     fn set_flag(&mut self, tgid: u32, fd: i32, conn_id: u64, flag: u32) {
         let key = SockKey { tgid, fd };
         if let Ok(mut info) = self.sockets.get(&key, 0)

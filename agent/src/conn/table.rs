@@ -65,6 +65,8 @@ pub struct Conn {
     pub protocol: crate::flows::Protocol,
     /// The kernel was told to skip this connection's data (flag `OPAQUE`).
     pub kernel_opaque: bool,
+    /// The kernel was told to walk this connection's HTTP/2 frames (flag `FRAMES`).
+    pub kernel_frames: bool,
 }
 
 impl Conn {
@@ -75,6 +77,45 @@ impl Conn {
     pub fn stream_mut(&mut self, direction: Direction) -> &mut Stream {
         &mut self.streams[direction.index()]
     }
+}
+
+/// A frame skeleton (`flags::SPARSE`: segments `[u32 offset][u32 len]` +
+/// bytes) as consecutive pieces of the syscall's `moved` bytes: each piece's
+/// captured bytes and how many bytes it spans (up to the next segment), a
+/// leading piece with no bytes when the first segment starts later. A
+/// malformed record ends the pieces with one gap to the end.
+fn segments(payload: &[u8], moved: u64) -> Vec<(Vec<u8>, u64)> {
+    let mut parsed: Vec<(u64, &[u8])> = Vec::new();
+    let mut rest = payload;
+    while let Some((head, tail)) = rest.split_first_chunk::<8>() {
+        let [o0, o1, o2, o3, l0, l1, l2, l3] = *head;
+        let offset = u64::from(u32::from_le_bytes([o0, o1, o2, o3]));
+        let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+        let Some(bytes) = tail.get(..len) else { break };
+        if parsed
+            .last()
+            .is_some_and(|(at, b)| at + b.len() as u64 > offset)
+            || offset > moved
+        {
+            break;
+        }
+        parsed.push((offset, bytes));
+        rest = &tail[len..];
+    }
+    let mut pieces = Vec::with_capacity(parsed.len() + 1);
+    match parsed.first() {
+        Some((first, _)) if *first > 0 => pieces.push((Vec::new(), *first)),
+        None => pieces.push((Vec::new(), moved)),
+        Some(_) => {}
+    }
+    for (i, (offset, bytes)) in parsed.iter().enumerate() {
+        let end = parsed.get(i + 1).map_or(moved, |(next, _)| *next);
+        pieces.push((
+            bytes.to_vec(),
+            end.saturating_sub(*offset).max(bytes.len() as u64),
+        ));
+    }
+    pieces
 }
 
 /// What applying an event did.
@@ -167,7 +208,14 @@ impl ConnTable {
             }
             let before = stream.buffered();
             if self.buffered + len <= self.budget {
-                dropped += stream.push(event.ts_ns, std::mem::take(&mut event.payload), moved);
+                let payload = std::mem::take(&mut event.payload);
+                if event.flags & agent_common::flags::SPARSE != 0 {
+                    for (data, span) in segments(&payload, moved) {
+                        dropped += stream.push(event.ts_ns, data, span);
+                    }
+                } else {
+                    dropped += stream.push(event.ts_ns, payload, moved);
+                }
             } else {
                 // No room at all: keep the byte count, not the bytes.
                 dropped += len as u64;
@@ -206,6 +254,7 @@ impl ConnTable {
             streams: [Stream::new(self.stream_cap), Stream::new(self.stream_cap)],
             protocol: crate::flows::Protocol::default(),
             kernel_opaque: false,
+            kernel_frames: false,
         };
         if let Some((old_key, old)) = self.conns.push(key, conn)
             && old_key != key
@@ -240,6 +289,43 @@ impl ConnTable {
 
 #[cfg(test)]
 mod tests {
+    fn segment(offset: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = offset.to_le_bytes().to_vec();
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn frame_skeletons_become_pieces_with_their_gaps() {
+        let record = [segment(0, b"hdr"), segment(10, b"blk"), segment(40, b"x")].concat();
+        assert_eq!(
+            super::segments(&record, 100),
+            vec![
+                (b"hdr".to_vec(), 10),
+                (b"blk".to_vec(), 30),
+                (b"x".to_vec(), 60)
+            ]
+        );
+        // A skeleton starting inside a payload: a leading gap.
+        let record = segment(7, b"h");
+        assert_eq!(
+            super::segments(&record, 20),
+            vec![(Vec::new(), 7), (b"h".to_vec(), 13)]
+        );
+        // Malformed: overlapping, past the end, or cut: what precedes is kept.
+        let record = [segment(0, b"abcd"), segment(2, b"zz")].concat();
+        assert_eq!(super::segments(&record, 10), vec![(b"abcd".to_vec(), 10)]);
+        assert_eq!(
+            super::segments(&segment(50, b"a"), 10),
+            vec![(Vec::new(), 10)]
+        );
+        let mut cut = segment(0, b"abcdef");
+        cut.truncate(10);
+        assert_eq!(super::segments(&cut, 6), vec![(Vec::new(), 6)]);
+        assert_eq!(super::segments(&[], 6), vec![(Vec::new(), 6)]);
+    }
+
     use agent_common::Syscall;
 
     use super::*;

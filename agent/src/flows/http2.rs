@@ -103,6 +103,13 @@ impl Flow for Http2Conn {
         None
     }
 
+    /// Frame headers and header blocks are what HTTP/2 needs: with them
+    /// copied, DATA larger than the capture cap no longer hides the next
+    /// frame (and the HPACK table with it).
+    fn kernel_frames(&self) -> bool {
+        true
+    }
+
     fn close(&mut self, conn: &ConnInfo, _tid: u32, cx: &mut Context, out: &mut Vec<Span>) {
         let output = self.session.close(conn.last_ns);
         self.handle(conn, output, cx, out);

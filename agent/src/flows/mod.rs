@@ -145,6 +145,12 @@ pub trait Flow: Send + fmt::Debug {
         out: &mut Vec<Span>,
     ) -> Option<Upgrade>;
 
+    /// The kernel should walk this connection's HTTP/2 frames (flag
+    /// `FRAMES`) rather than copy a prefix of each syscall.
+    fn kernel_frames(&self) -> bool {
+        false
+    }
+
     /// No module speaks the protocol [`Flow::data`] switched to: finish the
     /// switch as this protocol sees it (the connection stays with this flow,
     /// which parses nothing more).
@@ -171,6 +177,13 @@ pub enum Protocol {
     Known(Box<dyn Flow>),
     /// Nothing the agent parses: its bytes are dropped unread.
     Other,
+}
+
+impl Protocol {
+    /// See [`Flow::kernel_frames`].
+    pub fn kernel_frames(&self) -> bool {
+        matches!(self, Protocol::Known(flow) if flow.kernel_frames())
+    }
 }
 
 impl Default for Protocol {
