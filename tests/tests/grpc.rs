@@ -343,15 +343,45 @@ async fn curl_and_h2load_against_nginx_h2c() {
         .expect("503");
     assert_eq!(client_503.status, Status::Error);
 
+    // A `traceparent` in the request HEADERS joins the spans: the client
+    // span is the call the header names, the server span its child.
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut args = get("/traced");
+    args.extend([
+        "-H".to_string(),
+        format!("traceparent: 00-{trace}-{parent}-01"),
+    ]);
+    let (traced_pid, _) = curl(args).await;
+    let spans = agent
+        .spans_until(&[nginx.pid(), traced_pid], DEADLINE, |s| {
+            s.iter().filter(|s| s.name == "GET /traced").count() >= 2
+        })
+        .await;
+    let traced: Vec<&Span> = spans.iter().filter(|s| s.name == "GET /traced").collect();
+    assert_eq!(traced.len(), 2, "{traced:#?}");
+    for s in &traced {
+        assert_eq!(agent::spans::context::to_hex(&s.trace_id), trace);
+        match s.kind {
+            SpanKind::Client => assert_eq!(agent::spans::context::to_hex(&s.span_id), parent),
+            SpanKind::Server => assert_eq!(
+                s.parent_span_id
+                    .map(|p| agent::spans::context::to_hex(&p))
+                    .as_deref(),
+                Some(parent)
+            ),
+        }
+    }
+
     // h2load: many streams per connection; every request is one span per side.
     let (h2load_pid, succeeded) = h2load(nginx.url("/load"), 300, 3, 10).await;
     assert_eq!(succeeded, 300);
     let spans = agent
-        .spans_until(&[nginx.pid(), h2load_pid], DEADLINE, |s| s.len() >= 602)
+        .spans_until(&[nginx.pid(), h2load_pid], DEADLINE, |s| s.len() >= 603)
         .await;
     let made = of(&spans, h2load_pid, SpanKind::Client);
     assert_eq!(made.len(), 300, "h2load client spans");
-    assert_eq!(of(&spans, nginx.pid(), SpanKind::Server).len(), 302);
+    // 300 for h2load, 3 for the curls before.
+    assert_eq!(of(&spans, nginx.pid(), SpanKind::Server).len(), 303);
     assert!(made.iter().all(|s| s.name == "GET /load"));
 }
 

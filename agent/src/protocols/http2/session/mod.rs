@@ -205,7 +205,8 @@ pub struct Session {
     requests_from: Option<Direction>,
     capture: Capture,
     dirs: [OneWay; 2],
-    streams: BTreeMap<u32, Stream>,
+    /// Boxed: a stream with its heads is large, and B-tree nodes move their values.
+    streams: BTreeMap<u32, Box<Stream>>,
     ended: VecDeque<u32>,
     /// Highest stream id opened by a request head.
     max_opened: u32,
@@ -297,7 +298,7 @@ impl Session {
         sent.end_ns = Some(request_end_ns);
         session.streams.insert(
             1,
-            Stream {
+            Box::new(Stream {
                 request: Some(request),
                 request_seen: true,
                 response: None,
@@ -305,7 +306,7 @@ impl Session {
                 start_ns: request_start_ns,
                 sides: [sent, Side::new(true)],
                 framing_lost: false,
-            },
+            }),
         );
         session
     }

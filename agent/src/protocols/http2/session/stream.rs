@@ -124,10 +124,17 @@ impl Session {
         }
         self.max_opened = self.max_opened.max(id);
         out.started.push(started);
-        self.streams.insert(id, s);
+        self.streams.insert(id, Box::new(s));
     }
 
-    pub(super) fn finish(&mut self, id: u32, s: Stream, end: End, end_ns: u64, out: &mut Output) {
+    pub(super) fn finish(
+        &mut self,
+        id: u32,
+        s: Box<Stream>,
+        end: End,
+        end_ns: u64,
+        out: &mut Output,
+    ) {
         if self.ended.len() >= ENDED_MEMORY {
             self.ended.pop_front();
         }
@@ -137,7 +144,7 @@ impl Session {
 
     /// Ends the stream if both sides are done.
     pub(super) fn check_complete(&mut self, id: u32, end_ns: u64, out: &mut Output) {
-        if self.streams.get(&id).is_some_and(Stream::complete)
+        if self.streams.get(&id).is_some_and(|s| s.complete())
             && let Some(s) = self.streams.remove(&id)
         {
             self.finish(id, s, End::Complete, end_ns, out);
