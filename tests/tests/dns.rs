@@ -170,9 +170,11 @@ async fn dig_lookups_become_one_span_each() {
     // From the query's send to the answer's receive: within dig's own timing
     // (whole milliseconds; dig starts its clock in the send's completion
     // callback, after the syscall returned, so on a loaded machine it can
-    // read up to a few ms less than the syscalls took: 3 ms of slack).
+    // read a few ms less than the syscalls took: 3 ms of slack, and half
+    // again when the lookup itself was slow, i.e. the machine was busy;
+    // seen in CI: 14.5 ms against dig's 11).
     assert!(
-        s.duration_ns() <= (query_ms + 3) * 1_000_000,
+        s.duration_ns() <= (query_ms + 3 + query_ms / 2) * 1_000_000,
         "{} ns vs dig {query_ms} ms",
         s.duration_ns()
     );
