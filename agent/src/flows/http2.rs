@@ -1,7 +1,7 @@
 //! HTTP/2 connections (h2c): the [`Session`] follows streams; each stream that
-//! ends becomes a gRPC call (request or response `content-type:
-//! application/grpc*`, or a `grpc-status`) or an HTTP exchange, with the same
-//! spans and metrics as HTTP/1 (`network.protocol.version="2"`).
+//! ends becomes a gRPC call (`content-type: application/grpc*` on its
+//! request, response or trailers) or an HTTP exchange, with the same spans
+//! and metrics as HTTP/1 (`network.protocol.version="2"`).
 //!
 //! What the agent cannot know it leaves out: a stream whose `:path` referenced
 //! an HPACK entry inserted before the agent attached has no method, route or
@@ -272,8 +272,7 @@ impl Http2Conn {
     }
 }
 
-/// A gRPC stream: its request or response says `application/grpc*`, or the
-/// response carries a `grpc-status`.
+/// A gRPC stream: its request, response or trailers say `application/grpc*`.
 fn is_grpc(e: &Exchange) -> bool {
     e.request.is_grpc()
         || e.response.as_ref().is_some_and(Head::is_grpc)
