@@ -25,6 +25,8 @@ pub struct Resource {
     pub executable_name: String,
     pub executable_path: String,
     pub container_id: Option<String>,
+    /// `k8s.pod.uid`, from the kubelet's cgroup of the process.
+    pub pod_uid: Option<String>,
     pub host_name: String,
     pub host_arch: &'static str,
 }
@@ -45,6 +47,9 @@ impl Resource {
         ];
         if let Some(id) = &self.container_id {
             attrs.push(("container.id", id.clone()));
+        }
+        if let Some(uid) = &self.pod_uid {
+            attrs.push(("k8s.pod.uid", uid.clone()));
         }
         attrs
     }
@@ -98,6 +103,35 @@ pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
             (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
         })
     })
+}
+
+/// `k8s.pod.uid` from `/proc/PID/cgroup`: the kubelet puts every container of
+/// a pod under `pod<uid>` (cgroupfs driver: `/kubepods/burstable/pod<uid>/…`)
+/// or `kubepods-<qos>-pod<uid>.slice` with `_` for `-` (systemd driver), on
+/// cgroup v1 and v2 alike.
+pub fn pod_uid_from_cgroup(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        // hierarchy-ID:controllers:path (the path may itself hold ':').
+        let path = line.splitn(3, ':').nth(2)?;
+        if !path.contains("kubepods") {
+            return None;
+        }
+        path.split('/').find_map(|segment| {
+            let segment = segment.strip_suffix(".slice").unwrap_or(segment);
+            let (_, uid) = segment.rsplit_once("pod")?;
+            let uid = uid.replace('_', "-");
+            is_uuid(&uid).then_some(uid)
+        })
+    })
+}
+
+/// 8-4-4-4-12 hex digits.
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of `stat`).
@@ -160,9 +194,9 @@ impl Discovery {
             .ok()
             .and_then(|env| service_name_from_environ(&env))
             .unwrap_or_else(|| executable_name.clone());
-        let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|c| container_id_from_cgroup(&c));
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let container_id = container_id_from_cgroup(&cgroup);
+        let pod_uid = pod_uid_from_cgroup(&cgroup);
         let resource = Arc::new(Resource {
             service_name,
             service_instance_id: format!("{}:{pid}:{started}", self.host_name),
@@ -170,6 +204,7 @@ impl Discovery {
             executable_name,
             executable_path,
             container_id,
+            pod_uid,
             host_name: self.host_name.clone(),
             host_arch: host_arch(),
         });
@@ -214,6 +249,43 @@ mod tests {
             container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope"),
             None
         );
+    }
+
+    #[test]
+    fn pod_uids_from_kubelet_cgroups() {
+        let uid = "0f2d6a1e-3b4c-4d5e-8f90-a1b2c3d4e5f6";
+        let systemd = uid.replace('-', "_");
+        let id = "4f1e3c1b2a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7";
+        for cgroup in [
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{systemd}.slice/cri-containerd-{id}.scope"
+            ),
+            format!("0::/kubepods.slice/kubepods-pod{systemd}.slice/crio-{id}.scope"),
+            format!("0::/kubepods/besteffort/pod{uid}/{id}"),
+            format!(
+                "12:memory:/kubepods/pod{uid}/{id}
+11:cpu:/kubepods/pod{uid}/{id}
+0::/"
+            ),
+            format!(
+                "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{systemd}.slice/docker-{id}.scope"
+            ),
+        ] {
+            assert_eq!(
+                pod_uid_from_cgroup(&cgroup).as_deref(),
+                Some(uid),
+                "{cgroup}"
+            );
+        }
+        for cgroup in [
+            "0::/user.slice/user-0.slice/session-1.scope".to_string(),
+            format!("0::/system.slice/docker-{id}.scope"),
+            // Not a uid, and not under kubepods.
+            "0::/kubepods/burstable/pod1234/abc".to_string(),
+            format!("0::/machine.slice/mypod{uid}.scope"),
+        ] {
+            assert_eq!(pod_uid_from_cgroup(&cgroup), None, "{cgroup}");
+        }
     }
 
     #[test]

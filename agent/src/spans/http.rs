@@ -309,6 +309,7 @@ pub(crate) mod tests {
             executable_name: "svc".into(),
             executable_path: "/bin/svc".into(),
             container_id: None,
+            pod_uid: None,
             host_name: "h".into(),
             host_arch: "amd64",
         })

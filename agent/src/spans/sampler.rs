@@ -131,6 +131,7 @@ mod tests {
                 executable_name: "s".into(),
                 executable_path: "/s".into(),
                 container_id: None,
+                pod_uid: None,
                 host_name: "h".into(),
                 host_arch: "amd64",
             }),
