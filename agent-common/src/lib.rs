@@ -286,6 +286,51 @@ pub mod flags {
     pub const EGRESS_SEEN: u32 = 1 << 13;
 }
 
+/// HTTP/2 framing facts both halves use (RFC 9113): userspace reads frames,
+/// the kernel walks their headers on HTTP/2 connections (`flags::FRAMES`).
+pub mod http2 {
+    /// §3.4: what a client sends first.
+    pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    /// Bytes of a frame header (§4.1).
+    pub const HEADER_LEN: usize = 9;
+
+    /// Frame types (§6).
+    pub mod kind {
+        pub const DATA: u8 = 0x0;
+        pub const HEADERS: u8 = 0x1;
+        pub const PRIORITY: u8 = 0x2;
+        pub const RST_STREAM: u8 = 0x3;
+        pub const SETTINGS: u8 = 0x4;
+        pub const PUSH_PROMISE: u8 = 0x5;
+        pub const PING: u8 = 0x6;
+        pub const GOAWAY: u8 = 0x7;
+        pub const WINDOW_UPDATE: u8 = 0x8;
+        pub const CONTINUATION: u8 = 0x9;
+    }
+
+    /// Frame flags (§6).
+    pub mod flag {
+        pub const END_STREAM: u8 = 0x1;
+        pub const ACK: u8 = 0x1;
+        pub const END_HEADERS: u8 = 0x4;
+        pub const PADDED: u8 = 0x8;
+        pub const PRIORITY: u8 = 0x20;
+    }
+
+    /// The flags a frame type defines; others are legal but make a header
+    /// implausible as the start of a frame found without framing.
+    pub const fn defined_flags(frame_type: u8) -> u8 {
+        match frame_type {
+            kind::DATA => flag::END_STREAM | flag::PADDED,
+            kind::HEADERS => flag::END_STREAM | flag::END_HEADERS | flag::PADDED | flag::PRIORITY,
+            kind::SETTINGS | kind::PING => flag::ACK,
+            kind::PUSH_PROMISE => flag::END_HEADERS | flag::PADDED,
+            kind::CONTINUATION => flag::END_HEADERS,
+            _ => 0,
+        }
+    }
+}
+
 /// Values of the `VERDICTS` map (per tgid).
 pub mod verdict {
     /// `--pid`/`--exe` exclude this process: the kernel skips its syscalls.

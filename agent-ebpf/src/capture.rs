@@ -26,7 +26,7 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
 /// Offsets in the C structs we read from user memory (LP64).
-const IOVEC_SIZE: u64 = 16;
+pub const IOVEC_SIZE: u64 = 16;
 const MSGHDR_NAME: u64 = 0;
 const MSGHDR_NAMELEN: u64 = 8;
 const MSGHDR_IOV: u64 = 16;
@@ -35,8 +35,8 @@ const MMSGHDR_LEN: u64 = 56;
 const MMSGHDR_SIZE: u64 = 64;
 
 /// Offsets are masked with this (< cap ≤ MAX); lengths with `LEN_MASK` (< 2 × MAX).
-const OFF_MASK: u32 = MAX_CAPTURE_BYTES as u32 - 1;
-const LEN_MASK: u32 = 2 * MAX_CAPTURE_BYTES as u32 - 1;
+pub const OFF_MASK: u32 = MAX_CAPTURE_BYTES as u32 - 1;
+pub const LEN_MASK: u32 = 2 * MAX_CAPTURE_BYTES as u32 - 1;
 
 /// CLOCK_MONOTONIC in nanoseconds; also used as connection id (see `SockInfo`).
 #[inline(always)]
@@ -426,7 +426,7 @@ fn cap() -> u32 {
 /// prove redundant from the source's own bounds, but the verifier tracks bounds
 /// differently and needs to see the mask applied to the very register it checks.
 #[inline(always)]
-fn mask<const MASK: u32>(value: u32) -> u64 {
+pub fn mask<const MASK: u32>(value: u32) -> u64 {
     u64::from(core::hint::black_box(value) & MASK)
 }
 
@@ -434,7 +434,7 @@ fn mask<const MASK: u32>(value: u32) -> u64 {
 /// `len ≤ cap - off` hold by construction; the masks make that visible to the
 /// verifier.
 #[inline(always)]
-fn copy_user(data: &mut [u8; 3 * MAX_CAPTURE_BYTES], off: u32, src: u64, len: u32) -> bool {
+pub fn copy_user(data: &mut [u8; 3 * MAX_CAPTURE_BYTES], off: u32, src: u64, len: u32) -> bool {
     let dst = data
         .as_mut_ptr()
         .wrapping_add(mask::<OFF_MASK>(off) as usize);
@@ -679,7 +679,8 @@ fn first_data(pid_tgid: u64, call: &PendingCall, syscall: Syscall, ret: i64, see
     let preface = ret >= 24
         && buffer.is_some_and(|b| {
             // SAFETY: bounded read of user memory.
-            unsafe { bpf_probe_read_user(b as *const [u8; 8]) }.is_ok_and(|h| &h == b"PRI * HT")
+            unsafe { bpf_probe_read_user(b as *const [u8; 8]) }
+                .is_ok_and(|h| h[..] == agent_common::http2::PREFACE[..8])
         });
     if let Some(info) = SOCKETS.get_ptr_mut(key) {
         // SAFETY: the map value is ours to update; a racing update of the

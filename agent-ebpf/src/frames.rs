@@ -27,17 +27,23 @@
 //! the verifier's states at the top of every step are the same and are pruned
 //! (see `capture::copy_iov`).
 
-use agent_common::{Loss, MAX_CAPTURE_BYTES, MAX_IOV};
+use agent_common::{
+    Loss, MAX_CAPTURE_BYTES, MAX_IOV,
+    http2::{HEADER_LEN, defined_flags, kind},
+};
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
 
-use crate::count_loss;
+use crate::{
+    capture::{IOVEC_SIZE, OFF_MASK, copy_user, mask},
+    count_loss,
+};
 
-/// Bytes of a frame header (RFC 9113 §4.1).
-const HEADER: u32 = 9;
+/// Bytes of a frame header.
+const HEADER: u32 = HEADER_LEN as u32;
 /// DATA bytes copied at the start of each DATA frame (a gRPC message prefix
 /// is 5).
 const DATA_PEEK: u32 = 16;
@@ -54,17 +60,6 @@ const NO_SEGMENT: u32 = u32::MAX;
 const MODE_HEADER: u32 = 0;
 const MODE_COPY: u32 = 1;
 const MODE_SKIP: u32 = 2;
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-const CONTINUATION: u8 = 0x9;
-
-const OFF_MASK: u32 = MAX_CAPTURE_BYTES as u32 - 1;
-const LEN_MASK: u32 = 2 * MAX_CAPTURE_BYTES as u32 - 1;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -89,6 +84,19 @@ struct FrameState {
     /// Bytes of the next header already seen (in `header`).
     partial: u32,
     header: [u8; 32],
+}
+
+impl FrameState {
+    fn new(conn_id: u64, mode: u32, copy: u32) -> FrameState {
+        FrameState {
+            conn_id,
+            mode,
+            skip: 0,
+            copy,
+            partial: 0,
+            header: [0; 32],
+        }
+    }
 }
 
 #[map(name = "FRAME_WALKS")]
@@ -137,11 +145,6 @@ macro_rules! st {
 }
 
 #[inline(always)]
-fn mask<const MASK: u32>(value: u32) -> usize {
-    (core::hint::black_box(value) & MASK) as usize
-}
-
-#[inline(always)]
 fn min(a: u32, b: u32) -> u32 {
     if a < b { a } else { b }
 }
@@ -150,25 +153,17 @@ fn min(a: u32, b: u32) -> u32 {
 #[inline(always)]
 fn plausible_start(h: &[u8; 9]) -> bool {
     let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
-    let (kind, flags) = (h[3], h[4]);
+    let (ty, flags) = (h[3], h[4]);
     let reserved = h[5] & 0x80 != 0;
     let stream = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
-    if reserved || kind > CONTINUATION || len > 16_384 {
+    if reserved || ty > kind::CONTINUATION || len > 16_384 {
         return false;
     }
-    let connection_level = matches!(kind, SETTINGS | PING | GOAWAY);
-    if kind != WINDOW_UPDATE && connection_level != (stream == 0) {
+    let connection_level = matches!(ty, kind::SETTINGS | kind::PING | kind::GOAWAY);
+    if ty != kind::WINDOW_UPDATE && connection_level != (stream == 0) {
         return false;
     }
-    let defined: u8 = match kind {
-        DATA => 0x09,
-        HEADERS => 0x2d,
-        SETTINGS | PING => 0x01,
-        0x5 => 0x0c,
-        CONTINUATION => 0x04,
-        _ => 0,
-    };
-    flags & !defined == 0
+    flags & !defined_flags(ty) == 0
 }
 
 /// Walks the frames of one syscall's data into `data` (the record area);
@@ -208,19 +203,16 @@ pub fn walk(
             },
         )
     };
-    // SAFETY: the value is copied out at once.
-    let state = match unsafe { FRAME_WALKS.get(key) } {
-        Some(s) if s.conn_id == conn_id => *s,
+    // SAFETY: a map value pointer, read here.
+    let slot = FRAME_WALKS
+        .get_ptr_mut(key)
+        .filter(|s| unsafe { (**s).conn_id } == conn_id);
+    let state = match slot {
+        // SAFETY: as above.
+        Some(s) => unsafe { *s },
         // The client preface (24 bytes) is copied, frames follow.
-        _ if preface => FrameState {
-            conn_id,
-            mode: MODE_COPY,
-            skip: 0,
-            copy: 24,
-            partial: 0,
-            header: [0; 32],
-        },
-        _ => {
+        None if preface => FrameState::new(conn_id, MODE_COPY, 24),
+        None => {
             // SAFETY: bounded read of user memory.
             let h = (first_len >= HEADER)
                 .then(|| unsafe { bpf_probe_read_user(first as *const [u8; 9]) }.ok())
@@ -229,14 +221,7 @@ pub fn walk(
                 count_loss(Loss::FramesHunt);
                 return None;
             }
-            FrameState {
-                conn_id,
-                mode: MODE_HEADER,
-                skip: 0,
-                copy: 0,
-                partial: 0,
-                header: [0; 32],
-            }
+            FrameState::new(conn_id, MODE_HEADER, 0)
         }
     };
     st!(w.state, state);
@@ -265,10 +250,20 @@ pub fn walk(
     } else if !walked {
         count_loss(Loss::FramesLost);
     }
+    // Looked up again rather than kept from the start: a pointer live across
+    // the steps doubles the verifier's states at each one.
+    let slot = FRAME_WALKS.get_ptr_mut(key);
     if walked {
         let state: FrameState = ld!(w.state);
-        let _ = FRAME_WALKS.insert(key, state, 0);
-    } else {
+        match slot {
+            // SAFETY: the socket's map value; updated in place, which costs
+            // less than an LRU insert on every syscall.
+            Some(s) => unsafe { *s = state },
+            None => {
+                let _ = FRAME_WALKS.insert(key, state, 0);
+            }
+        }
+    } else if slot.is_some() {
         let _ = FRAME_WALKS.remove(key);
     }
     Some(ld!(w.rec))
@@ -291,7 +286,8 @@ fn step(w: *mut Walk, data: &mut [u8; 3 * MAX_CAPTURE_BYTES]) -> bool {
             return false;
         }
         // SAFETY: bounded read of one iovec from user memory.
-        let Ok(seg) = (unsafe { bpf_probe_read_user((iov + idx * 16) as *const [u64; 2]) }) else {
+        let Ok(seg) = (unsafe { bpf_probe_read_user((iov + idx * IOVEC_SIZE) as *const [u64; 2]) })
+        else {
             st!(w.lost, 1);
             return false;
         };
@@ -383,13 +379,13 @@ fn header(
     }
     let h: [u8; 32] = ld!(w.state.header);
     let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
-    let kind = h[3];
-    if h[5] & 0x80 != 0 || kind > 0x20 {
+    let ty = h[3];
+    if h[5] & 0x80 != 0 || ty > 0x20 {
         // Not a frame header: the frames are lost.
         st!(w.lost, 1);
         return false;
     }
-    let copy = if kind == DATA {
+    let copy = if ty == kind::DATA {
         min(len, DATA_PEEK)
     } else {
         len
@@ -441,7 +437,7 @@ fn emit(w: *mut Walk, data: &mut [u8; 3 * MAX_CAPTURE_BYTES], src: u64, n: u32, 
         let at = rec;
         let p = data
             .as_mut_ptr()
-            .wrapping_add(mask::<OFF_MASK>(at))
+            .wrapping_add(mask::<OFF_MASK>(at) as usize)
             .cast::<[u8; 8]>();
         let mut head = [0u8; 8];
         head[..4].copy_from_slice(&pos.to_le_bytes());
@@ -451,18 +447,13 @@ fn emit(w: *mut Walk, data: &mut [u8; 3 * MAX_CAPTURE_BYTES], src: u64, n: u32, 
         st!(w.seg_at, at);
         at
     };
-    let dst = data.as_mut_ptr().wrapping_add(mask::<OFF_MASK>(rec));
-    // SAFETY: dst + masked n stays inside `data` (offset < cap, length < 2 × cap).
-    let ok = unsafe {
-        generated::bpf_probe_read_user(dst.cast(), mask::<LEN_MASK>(n) as u32, src as *const _)
-    } == 0;
-    if !ok {
+    if !copy_user(data, rec, src, n) {
         return false;
     }
     rec += n;
     let len_at = data
         .as_mut_ptr()
-        .wrapping_add(mask::<OFF_MASK>(seg_at) + 4)
+        .wrapping_add(mask::<OFF_MASK>(seg_at) as usize + 4)
         .cast::<[u8; 4]>();
     // SAFETY: as for the segment head.
     let len = u32::from_le_bytes(unsafe { core::ptr::read_unaligned(len_at) }) + n;

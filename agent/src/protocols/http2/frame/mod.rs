@@ -54,10 +54,7 @@ use super::hpack::MAX_BLOCK;
 use crate::conn::Chunk;
 use thiserror::Error;
 
-/// RFC 9113 §3.4: what a client sends first.
-pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Bytes of a frame header (RFC 9113 §4.1).
-pub const HEADER_LEN: usize = 9;
+pub use agent_common::http2::{HEADER_LEN, PREFACE, flag, kind};
 /// Largest length the 24-bit field can hold (SETTINGS_MAX_FRAME_SIZE maximum).
 pub const MAX_FRAME_LEN: u32 = (1 << 24) - 1;
 /// Largest header block assembled; the HPACK decoder's bound.
@@ -65,29 +62,6 @@ pub const MAX_HEADER_BLOCK: usize = MAX_BLOCK;
 /// CONTINUATION frames per header block before it counts as a flood (one
 /// block in 256 frames is already far past anything a peer sends).
 pub const MAX_CONTINUATIONS: u32 = 256;
-
-/// Frame types (RFC 9113 §6).
-pub mod kind {
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const PRIORITY: u8 = 0x2;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PUSH_PROMISE: u8 = 0x5;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const WINDOW_UPDATE: u8 = 0x8;
-    pub const CONTINUATION: u8 = 0x9;
-}
-
-/// Frame flags (RFC 9113 §6).
-pub mod flag {
-    pub const END_STREAM: u8 = 0x1;
-    pub const ACK: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-    pub const PADDED: u8 = 0x8;
-    pub const PRIORITY: u8 = 0x20;
-}
 
 /// The 9-byte frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,14 +148,7 @@ impl FrameHeader {
     /// Flags a type defines (RFC 9113 §6); unknown flags are legal but make
     /// a header implausible as a resynchronisation point.
     fn defined_flags(&self) -> u8 {
-        match self.frame_type {
-            kind::DATA => flag::END_STREAM | flag::PADDED,
-            kind::HEADERS => flag::END_STREAM | flag::END_HEADERS | flag::PADDED | flag::PRIORITY,
-            kind::SETTINGS | kind::PING => flag::ACK,
-            kind::PUSH_PROMISE => flag::END_HEADERS | flag::PADDED,
-            kind::CONTINUATION => flag::END_HEADERS,
-            _ => 0,
-        }
+        agent_common::http2::defined_flags(self.frame_type)
     }
 
     /// Whether these bytes can be taken as the start of a frame after framing
