@@ -5,7 +5,7 @@
 //! `try_send`, and what does not fit is dropped and counted in [`SelfMetrics`].
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -32,7 +32,7 @@ use crate::{
     },
     export::{otlp, prometheus_server, stdout::JsonLines},
     filter::Filter,
-    flows::{Tracker, TrackerSettings},
+    flows::{Tracker, TrackerSettings, context::locked},
     observed::Observed,
     profiling::Profiling,
     self_metrics::{SelfMetrics, Snapshot},
@@ -61,12 +61,6 @@ pub struct AgentHandle {
     pub prometheus: Option<std::net::SocketAddr>,
     /// The CPU profiler, when on.
     profiling: Option<Profiling>,
-}
-
-/// The capture behind its lock; a panicked holder cannot leave it inconsistent
-/// (every operation on it is a single map syscall), so poisoning is ignored.
-fn locked(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
-    capture.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl AgentHandle {
@@ -174,11 +168,10 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
                 Arc::clone(&capture),
             );
             let render: prometheus_server::Render = Arc::new(move || {
-                use crate::flows::context::locked as guard;
                 let snapshot = self_metrics.snapshot(locked(&capture).losses());
-                let http = guard(&recorders.http);
-                let rpc = guard(&recorders.rpc);
-                let dns = guard(&recorders.dns);
+                let http = locked(&recorders.http);
+                let rpc = locked(&recorders.rpc);
+                let dns = locked(&recorders.dns);
                 crate::metrics::prometheus::render(&http, &rpc, &dns, &snapshot)
             });
             let bound =

@@ -37,6 +37,15 @@ pub struct Incoming<'a> {
     pub tracestate: Option<&'a str>,
 }
 
+impl<'a> Incoming<'a> {
+    pub fn of(traceparent: &'a Option<String>, tracestate: &'a Option<String>) -> Incoming<'a> {
+        Incoming {
+            traceparent: traceparent.as_deref(),
+            tracestate: tracestate.as_deref(),
+        }
+    }
+}
+
 /// Metric recorders, shared with the Prometheus endpoint (behind their locks)
 /// and OTLP (when on).
 #[derive(Clone)]
@@ -47,8 +56,9 @@ pub struct Recorders {
     pub otlp: Option<Arc<OtlpMetrics>>,
 }
 
-/// Takes a recorder's lock; a panicked holder leaves at worst one histogram
-/// update half done, so poisoning is ignored.
+/// Takes a lock whose holders cannot leave the value inconsistent (a
+/// recorder: at worst one histogram update half done; the capture: every
+/// operation on it is one map syscall), so poisoning is ignored.
 pub fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -4,7 +4,9 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use super::{ConnInfo, Context, Flow, Module, Upgrade, context::Incoming, context::locked};
+use super::{
+    ConnInfo, Context, Flow, Module, Upgrade, context::Incoming, context::locked, span_kind,
+};
 use crate::{
     capture::Direction,
     conn::Chunk,
@@ -30,7 +32,7 @@ impl Module for Http1 {
     fn open(&self, conn: &ConnInfo, _first: &Chunk, cx: &mut Context) -> Box<dyn Flow> {
         Box::new(Http1Conn {
             resource: cx.discovery.resource(conn.key.tgid, &conn.comm),
-            peer_ip: None,
+            peer_ip: PeerText::default(),
             session: Session::new(conn.requests_from(), cx.capture.clone()),
             contexts: VecDeque::new(),
         })
@@ -40,9 +42,7 @@ impl Module for Http1 {
 #[derive(Debug)]
 pub struct Http1Conn {
     session: Session,
-    /// The peer's IP as text, for client metrics without a `Host` header:
-    /// formatted once per connection, not per request.
-    peer_ip: Option<Box<str>>,
+    peer_ip: PeerText,
     /// Who the connection belongs to, looked up once when HTTP was detected
     /// (procfs reads per request would cost more than the parsing).
     resource: Arc<Resource>,
@@ -106,10 +106,7 @@ impl Flow for Http1Conn {
 
 impl Http1Conn {
     fn kind(&self) -> SpanKind {
-        match self.session.requests_from() {
-            Some(Direction::Egress) => SpanKind::Client,
-            _ => SpanKind::Server,
-        }
+        span_kind(self.session.requests_from())
     }
 
     fn handle(
@@ -125,10 +122,7 @@ impl Http1Conn {
             cx.self_metrics.parse_error("http1", reason);
         }
         for started in &output.started {
-            let incoming = Incoming {
-                traceparent: started.traceparent.as_deref(),
-                tracestate: started.tracestate.as_deref(),
-            };
+            let incoming = Incoming::of(&started.traceparent, &started.tracestate);
             self.contexts
                 .push_back(cx.context_for(kind, tid, incoming, true));
         }
@@ -159,11 +153,6 @@ impl Http1Conn {
     ) {
         let kind = self.kind();
         let route = route_of(cx, &self.resource.service_name, &exchange.request.target);
-        if self.peer_ip.is_none()
-            && let Some(peer) = conn.peer
-        {
-            self.peer_ip = Some(peer.ip().to_string().into_boxed_str());
-        }
         let flow = HttpFlow {
             exchange: HttpExchange::http1(exchange),
             kind,
@@ -176,7 +165,7 @@ impl Http1Conn {
             end_ns: cx.clock.unix_ns(exchange.response_end_ns),
             capture_query: cx.capture_query,
         };
-        record(flow, self.peer_ip.as_deref(), parent_sampled, cx, out);
+        record(flow, &mut self.peer_ip, parent_sampled, cx, out);
     }
 }
 
@@ -190,17 +179,32 @@ pub fn route_of(cx: &mut Context, service: &str, target: &str) -> String {
     route
 }
 
+/// A connection's peer IP as text, for client metrics without a `Host`
+/// header: formatted once per connection, not per request.
+#[derive(Debug, Default)]
+pub struct PeerText(Option<Box<str>>);
+
+impl PeerText {
+    fn of(&mut self, peer: Option<std::net::SocketAddr>) -> Option<&str> {
+        if self.0.is_none()
+            && let Some(peer) = peer
+        {
+            self.0 = Some(peer.ip().to_string().into_boxed_str());
+        }
+        self.0.as_deref()
+    }
+}
+
 /// RED metrics for one HTTP exchange of any version, and its span when
-/// something consumes spans and the sampler keeps it; `peer_ip`: the peer's
-/// address as text, formatted once per connection.
+/// something consumes spans and the sampler keeps it.
 pub fn record(
     flow: HttpFlow<'_>,
-    peer_ip: Option<&str>,
+    peer_ip: &mut PeerText,
     parent_sampled: Option<bool>,
     cx: &mut Context,
     out: &mut Vec<Span>,
 ) {
-    let measure = Measure::new(&flow, peer_ip);
+    let measure = Measure::new(&flow, peer_ip.of(flow.peer));
     let mut port = PortText::default();
     let labels = measure.label_pairs(&mut port);
     locked(&cx.metrics.http).record_measure(&measure, labels.as_slice());

@@ -18,7 +18,8 @@ use std::{collections::HashMap, sync::Arc};
 use super::{
     ConnInfo, Context, Flow, Module, Upgrade,
     context::{Incoming, locked},
-    http1::{record, route_of},
+    http1::{PeerText, record, route_of},
+    span_kind,
 };
 use crate::{
     capture::Direction,
@@ -48,7 +49,7 @@ impl Module for Http2 {
         Box::new(Http2Conn {
             session: Session::new(conn.requests_from(), from_start, cx.capture.clone()),
             resource: cx.discovery.resource(conn.key.tgid, &conn.comm),
-            peer_ip: None,
+            peer_ip: PeerText::default(),
             contexts: HashMap::new(),
         })
     }
@@ -71,7 +72,7 @@ impl Module for Http2 {
         Some(Box::new(Http2Conn {
             session,
             resource: cx.discovery.resource(conn.key.tgid, &conn.comm),
-            peer_ip: None,
+            peer_ip: PeerText::default(),
             contexts: HashMap::from([(1, up.context.clone())]),
         }))
     }
@@ -81,8 +82,7 @@ impl Module for Http2 {
 struct Http2Conn {
     session: Session,
     resource: Arc<Resource>,
-    /// The peer's IP as text, formatted once per connection.
-    peer_ip: Option<Box<str>>,
+    peer_ip: PeerText,
     /// Span contexts of started streams (bounded by the session's stream
     /// bound: every started stream ends, evicted ones included).
     contexts: HashMap<u32, (SpanContext, Option<bool>)>,
@@ -118,10 +118,7 @@ impl Flow for Http2Conn {
 
 impl Http2Conn {
     fn kind(&self) -> SpanKind {
-        match self.session.requests_from() {
-            Some(Direction::Egress) => SpanKind::Client,
-            _ => SpanKind::Server,
-        }
+        span_kind(self.session.requests_from())
     }
 
     fn handle(&mut self, conn: &ConnInfo, output: Output, cx: &mut Context, out: &mut Vec<Span>) {
@@ -130,17 +127,9 @@ impl Http2Conn {
             cx.self_metrics.parse_error("http2", reason);
         }
         for started in &output.started {
-            let incoming = Incoming {
-                traceparent: started.traceparent.as_deref(),
-                tracestate: started.tracestate.as_deref(),
-            };
+            let incoming = Incoming::of(&started.traceparent, &started.tracestate);
             let context = cx.context_for(kind, 0, incoming, false);
             self.contexts.insert(started.stream_id, context);
-        }
-        if self.peer_ip.is_none()
-            && let Some(peer) = conn.peer
-        {
-            self.peer_ip = Some(peer.ip().to_string().into_boxed_str());
         }
         for exchange in &output.exchanges {
             let started = match self.contexts.remove(&exchange.stream_id) {
@@ -159,7 +148,7 @@ impl Http2Conn {
     }
 
     fn http(
-        &self,
+        &mut self,
         conn: &ConnInfo,
         kind: SpanKind,
         e: &Exchange,
@@ -197,7 +186,7 @@ impl Http2Conn {
             end_ns: cx.clock.unix_ns(end_ns(e)),
             capture_query: cx.capture_query,
         };
-        record(flow, self.peer_ip.as_deref(), parent_sampled, cx, out);
+        record(flow, &mut self.peer_ip, parent_sampled, cx, out);
     }
 
     fn grpc(
@@ -255,9 +244,9 @@ impl Http2Conn {
         };
         let mut port = PortText::default();
         let labels = call.label_pairs(&mut port);
-        locked(&cx.metrics.rpc).record(kind, &labels, call.duration_ns());
+        locked(&cx.metrics.rpc).record(kind, labels.as_slice(), call.duration_ns());
         if let Some(otlp) = &cx.metrics.otlp {
-            otlp.record_rpc(&self.resource, kind, &labels, call.duration_ns());
+            otlp.record_rpc(&self.resource, kind, labels.as_slice(), call.duration_ns());
         }
         if cx.spans_consumed
             && cx.keeps(

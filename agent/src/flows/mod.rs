@@ -19,7 +19,7 @@ use crate::{
     conn::{Chunk, Conn, ConnKey, Role, Transport},
     export::otlp::OtlpMetrics,
     self_metrics::SelfMetrics,
-    spans::{Span, sampler::Sampler},
+    spans::{Span, SpanKind, sampler::Sampler},
 };
 pub use context::{Context, Recorders};
 
@@ -74,6 +74,15 @@ impl ConnInfo {
             Role::Client => Some(Direction::Egress),
             Role::Unknown => None,
         }
+    }
+}
+
+/// The kind of the spans of a connection whose requests travel in
+/// `requests_from` (server when not known).
+pub fn span_kind(requests_from: Option<Direction>) -> SpanKind {
+    match requests_from {
+        Some(Direction::Egress) => SpanKind::Client,
+        _ => SpanKind::Server,
     }
 }
 

@@ -301,7 +301,18 @@ pub(crate) mod tests {
         }
     }
 
-    fn resource() -> Arc<Resource> {
+    /// A root span context shared by the span tests.
+    pub(crate) fn context() -> SpanContext {
+        SpanContext {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            trace_flags: 1,
+            trace_state: None,
+        }
+    }
+
+    pub(crate) fn resource() -> Arc<Resource> {
         Arc::new(Resource {
             service_name: "svc".into(),
             service_instance_id: "h:1:2".into(),
@@ -323,13 +334,7 @@ pub(crate) mod tests {
             local: Some("10.0.0.1:8080".parse().unwrap()),
             route: Some(route),
             resource: resource(),
-            context: SpanContext {
-                trace_id: [1; 16],
-                span_id: [2; 8],
-                parent_span_id: None,
-                trace_flags: 1,
-                trace_state: None,
-            },
+            context: context(),
             start_ns: 100,
             end_ns: 200,
             capture_query: false,

@@ -35,14 +35,17 @@ pub struct Measure<'a> {
     pub response_body_bytes: u64,
 }
 
-/// Metric label pairs, sorted by name, borrowed from a [`Measure`].
+/// Metric label pairs, sorted by name, borrowed from a [`Measure`] or an RPC
+/// call: on the stack, no allocation per exchange.
+#[derive(Default)]
 pub struct Pairs<'a> {
     items: [(&'static str, &'a str); 9],
     len: usize,
 }
 
 impl<'a> Pairs<'a> {
-    fn push(&mut self, name: &'static str, value: &'a str) {
+    /// Appends a pair (callers push in name order); past the 9th, dropped.
+    pub fn push(&mut self, name: &'static str, value: &'a str) {
         if let Some(slot) = self.items.get_mut(self.len) {
             *slot = (name, value);
             self.len += 1;
@@ -129,10 +132,7 @@ impl<'a> Measure<'a> {
     /// Computed once per exchange, for every metrics output.
     pub fn label_pairs<'b>(&'b self, port: &'b mut PortText) -> Pairs<'b> {
         let status = self.status.map(three_digits);
-        let mut pairs = Pairs {
-            items: [("", ""); 9],
-            len: 0,
-        };
+        let mut pairs = Pairs::default();
         if self.error()
             && let Some(error) = status.or(self.failure)
         {
@@ -165,11 +165,7 @@ impl<'a> Measure<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        metrics::http::labels,
-        protocols::http1::Exchange,
-        spans::{SpanContext, http::span},
-    };
+    use crate::{metrics::http::labels, protocols::http1::Exchange, spans::http::span};
 
     fn exchange(method: &str, status: u16, host: Option<&str>, minor: u8) -> Exchange {
         let mut e = crate::spans::http::tests::exchange(method, "/users/7?x=1", status, host);
@@ -208,13 +204,7 @@ mod tests {
                             local: Some("127.0.0.1:80".parse().unwrap()),
                             route: Some("/users/{id}"),
                             resource: Arc::clone(&resource),
-                            context: SpanContext {
-                                trace_id: [1; 16],
-                                span_id: [2; 8],
-                                parent_span_id: None,
-                                trace_flags: 1,
-                                trace_state: None,
-                            },
+                            context: crate::spans::http::tests::context(),
                             start_ns: 1_000,
                             end_ns: 5_000,
                             capture_query: false,

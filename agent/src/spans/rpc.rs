@@ -143,29 +143,29 @@ impl RpcCall<'_> {
     pub fn label_pairs<'b>(
         &'b self,
         port: &'b mut super::measure::PortText,
-    ) -> Vec<(&'static str, &'b str)> {
-        let mut pairs = Vec::with_capacity(7);
+    ) -> super::measure::Pairs<'b> {
+        let mut pairs = super::measure::Pairs::default();
         if self.error()
             && let Some(code) = self.code
         {
-            pairs.push(("error.type", code.name()));
+            pairs.push("error.type", code.name());
         }
         if let Some(method) = self.method {
-            pairs.push(("rpc.method", method));
+            pairs.push("rpc.method", method);
         }
         if let Some(code) = self.code {
-            pairs.push(("rpc.response.status_code", code.name()));
+            pairs.push("rpc.response.status_code", code.name());
         }
-        pairs.push(("rpc.system.name", "grpc"));
+        pairs.push("rpc.system.name", "grpc");
         if self.kind == SpanKind::Client {
             if let Some(address) = self.server_address {
-                pairs.push(("server.address", address));
+                pairs.push("server.address", address);
             }
             if let Some(p) = self.server_port {
-                pairs.push(("server.port", port.set(p)));
+                pairs.push("server.port", port.set(p));
             }
         }
-        pairs.push(("service.name", &self.resource.service_name));
+        pairs.push("service.name", &self.resource.service_name);
         pairs
     }
 }
@@ -230,10 +230,7 @@ mod tests {
     use super::*;
 
     fn call(kind: SpanKind, method: Option<&'static str>, code: Option<Code>) -> Span {
-        let resource = Arc::new(Resource {
-            service_name: "svc".into(),
-            ..Resource::default()
-        });
+        let resource = crate::spans::http::tests::resource();
         span(&RpcCall {
             kind,
             method,
@@ -243,13 +240,7 @@ mod tests {
             server_port: Some(50051),
             peer: Some("127.0.0.1:50051".parse().unwrap()),
             resource: &resource,
-            context: SpanContext {
-                trace_id: [1; 16],
-                span_id: [2; 8],
-                parent_span_id: None,
-                trace_flags: 1,
-                trace_state: None,
-            },
+            context: crate::spans::http::tests::context(),
             start_ns: 10,
             end_ns: 20,
             request_messages: Some(1),
