@@ -8,10 +8,12 @@ use std::{
 
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/http_server.py");
 
-/// A peer server (Python or Rust) listening on loopback, killed on drop.
+/// A peer server (Python, Rust or nginx) listening on loopback, killed on
+/// drop, its scratch directory (if any) removed.
 pub struct Server {
     child: Child,
     pub port: u16,
+    dir: Option<std::path::PathBuf>,
 }
 
 /// Starts a server that prints `listening <port>` once ready.
@@ -56,7 +58,11 @@ impl Server {
     /// Any peer that prints `listening <port>` once ready (the Rust peers).
     pub fn spawn(cmd: &mut Command) -> Server {
         let (child, port) = spawn_listening(cmd);
-        Server { child, port }
+        Server {
+            child,
+            port,
+            dir: None,
+        }
     }
 
     /// The server in a private mount namespace whose `/etc/resolv.conf` is
@@ -74,7 +80,11 @@ impl Server {
             "-c",
             &script,
         ]));
-        Server { child, port }
+        Server {
+            child,
+            port,
+            dir: None,
+        }
     }
 
     /// Its pid (with `start_with_resolv`, `exec` keeps unshare's pid).
@@ -91,6 +101,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -230,16 +243,10 @@ impl LateClient {
     }
 }
 
-/// nginx serving HTTP/2 with prior knowledge (h2c) on a free port:
-/// `/status/503` answers 503, anything else 200. Killed on drop.
-pub struct H2Nginx {
-    child: Child,
-    pub port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl H2Nginx {
-    pub fn start() -> H2Nginx {
+impl Server {
+    /// nginx serving HTTP/2 with prior knowledge (h2c) on a free port:
+    /// `/status/503` answers 503, anything else 200.
+    pub fn h2_nginx() -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -272,23 +279,11 @@ impl H2Nginx {
             assert!(std::time::Instant::now() < deadline, "nginx did not listen");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        H2Nginx { child, port, dir }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for H2Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        Server {
+            child,
+            port,
+            dir: Some(dir),
+        }
     }
 }
 

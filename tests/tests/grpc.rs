@@ -9,7 +9,7 @@ use std::{collections::HashMap, process::Command, time::Duration};
 use agent::spans::{Span, SpanKind, Status, Value};
 use e2e::{
     Running,
-    peers::{GrpcCalls, H2Nginx, LateClient, Server, curl, grpc_calls_of, grpc_client, h2load},
+    peers::{GrpcCalls, LateClient, Server, curl, grpc_calls_of, grpc_client, h2load},
     privileged, scrape, settings_for_ports,
 };
 
@@ -305,7 +305,7 @@ async fn curl_and_h2load_against_nginx_h2c() {
     if !privileged("curl_and_h2load_against_nginx_h2c") {
         return;
     }
-    let nginx = H2Nginx::start();
+    let nginx = Server::h2_nginx();
     let mut agent = agent_for(&[nginx.port], None).await;
     // One request per curl: curl 7.88 fails (exit 16) reusing an h2c
     // connection to nginx 1.22 for a second request.
@@ -590,7 +590,7 @@ async fn hostile_http2_is_counted_and_later_traffic_is_still_right() {
     if !privileged("hostile_http2_is_counted_and_later_traffic_is_still_right") {
         return;
     }
-    let nginx = H2Nginx::start();
+    let nginx = Server::h2_nginx();
     let mut agent = agent_for(&[nginx.port], None).await;
     let port = nginx.port.to_string();
     tokio::task::spawn_blocking(move || {

@@ -10,13 +10,12 @@ use agent::{
 };
 use libfuzzer_sys::fuzz_target;
 
+// The role byte is shared; HTTP/1 keeps its own step format.
+mod steps;
+
 fuzz_target!(|data: &[u8]| {
     let Some((&control, mut rest)) = data.split_first() else { return };
-    let role = match control % 3 {
-        0 => None,
-        1 => Some(Direction::Ingress),
-        _ => Some(Direction::Egress),
-    };
+    let role = steps::role(control);
     let capture = agent::protocols::http1::Capture {
         headers: std::sync::Arc::from(vec!["x-request-id".to_string()]),
         body_bytes: 64,

@@ -6,7 +6,6 @@
 #![no_main]
 
 use agent::{
-    conn::Chunk,
     protocols::http2::{
         frame::{Body, Event, FrameReader, MAX_HEADER_BLOCK},
         hpack::Decoder,
@@ -14,8 +13,11 @@ use agent::{
 };
 use libfuzzer_sys::fuzz_target;
 
+mod steps;
+use steps::Steps;
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&control, mut rest)) = data.split_first() else { return };
+    let Some((&control, rest)) = data.split_first() else { return };
     let mut readers = match control % 3 {
         0 => [FrameReader::client(), FrameReader::server()],
         1 => [FrameReader::midstream(), FrameReader::midstream()],
@@ -26,25 +28,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         [Decoder::new_midstream(), Decoder::new_midstream()]
     };
-    let mut offsets = [0u64; 2];
-    let mut ts = 0u64;
     let mut events = Vec::new();
-    // Each step: [direction|len][gap][len bytes of payload].
-    while let [header, gap, tail @ ..] = rest {
-        let dir = usize::from(header & 0x80 != 0);
-        let len = usize::from(header & 0x7f).min(tail.len());
-        let (payload, next) = tail.split_at(len);
-        rest = next;
-        // Gap byte: top bit = bytes missing after the chunk, next bit = a jump
-        // in the offset before it (the stream buffer dropped chunks).
-        let amount = u64::from(gap & 0x3f) * 7;
-        let missing = if gap & 0x80 != 0 { amount } else { 0 };
-        if gap & 0x40 != 0 {
-            offsets[dir] += amount;
-        }
-        ts += 1;
-        let chunk = Chunk { ts_ns: ts, offset: offsets[dir], data: payload.to_vec(), missing };
-        offsets[dir] += len as u64 + missing;
+    let mut steps = Steps::new(rest);
+    while let Some((direction, chunk)) = steps.next() {
+        let (dir, ts) = (direction.index(), steps.ts);
         events.clear();
         readers[dir].push(&chunk, &mut events);
         for e in &events {

@@ -9,14 +9,15 @@
 use std::{collections::HashSet, sync::Arc};
 
 use agent::{
-    capture::Direction,
-    conn::Chunk,
     protocols::{
         http1::Capture,
         http2::session::{Head, Known, MAX_CAPTURED, MAX_STREAMS, MAX_VALUE, Output, Session},
     },
 };
 use libfuzzer_sys::fuzz_target;
+
+mod steps;
+use steps::Steps;
 
 const CAPTURE: [&str; 2] = ["x-request-id", "authorization"];
 
@@ -56,12 +57,8 @@ fn check(out: Output, open: &mut HashSet<u32>, now: u64) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&control, mut rest)) = data.split_first() else { return };
-    let role = match control % 3 {
-        0 => None,
-        1 => Some(Direction::Ingress),
-        _ => Some(Direction::Egress),
-    };
+    let Some((&control, rest)) = data.split_first() else { return };
+    let role = steps::role(control);
     let from_start = (control / 3) % 2 == 1;
     let capture = Capture {
         headers: Arc::from(CAPTURE.map(String::from).to_vec()),
@@ -69,30 +66,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut session = Session::new(role, from_start, capture);
     let mut open = HashSet::new();
-    let mut offsets = [0u64; 2];
-    let mut ts = 0u64;
-    // Each step: [direction|len][gap][len bytes of payload].
-    while let [header, gap, tail @ ..] = rest {
-        let dir = if header & 0x80 != 0 { Direction::Egress } else { Direction::Ingress };
-        let len = usize::from(header & 0x7f).min(tail.len());
-        let (payload, next) = tail.split_at(len);
-        rest = next;
-        // Gap byte: top bit = bytes missing after the chunk, next bit = a jump
-        // in the offset before it (the stream buffer dropped chunks).
-        let amount = u64::from(gap & 0x3f) * 7;
-        let missing = if gap & 0x80 != 0 { amount } else { 0 };
-        if gap & 0x40 != 0 {
-            offsets[dir.index()] += amount;
-        }
-        ts += 1;
-        let chunk = Chunk { ts_ns: ts, offset: offsets[dir.index()], data: payload.to_vec(), missing };
-        offsets[dir.index()] += len as u64 + missing;
+    let mut steps = Steps::new(rest);
+    while let Some((dir, chunk)) = steps.next() {
+        let ts = steps.ts;
         check(session.push(dir, &chunk), &mut open, ts);
         if let Some(r) = role {
             assert_eq!(session.requests_from(), Some(r));
         }
     }
-    ts += 1;
+    let ts = steps.ts + 1;
     check(session.close(ts), &mut open, ts);
     assert!(open.is_empty(), "streams never ended: {open:?}");
 });

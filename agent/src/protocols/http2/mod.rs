@@ -1,8 +1,8 @@
 //! HTTP/2 without TLS (h2c), as pure functions over captured bytes: the frame
 //! reader for one direction ([`frame`]), the HPACK header decoder
 //! ([`hpack`]) and the connection as streams of request, response and
-//! trailers with gRPC message counts ([`session`]). Not wired into the
-//! pipeline yet.
+//! trailers with gRPC message counts ([`session`]); `flows::http2` turns
+//! them into spans and metrics.
 //!
 //! All are built for an observer, not an endpoint: they may start in the
 //! middle of a connection and lose bytes the kernel did not capture, and they
@@ -13,3 +13,5 @@
 pub mod frame;
 pub mod hpack;
 pub mod session;
+#[cfg(test)]
+mod wire;

@@ -1,20 +1,7 @@
 //! Frame reader tests: every frame type, padding, CONTINUATION, gaps and
 //! resynchronisation, bounds.
 use super::*;
-
-fn frame(frame_type: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = FrameHeader {
-        len: payload.len() as u32,
-        frame_type,
-        flags,
-        stream_id,
-        reserved: false,
-    }
-    .encode()
-    .to_vec();
-    v.extend_from_slice(payload);
-    v
-}
+use crate::protocols::http2::wire::frame;
 
 /// Chunks of a byte stream: (captured bytes, missing after them).
 fn run(mut r: FrameReader, parts: &[(&[u8], u64)]) -> Vec<Event> {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocols::http2::wire::{indexed, int, size_update, string};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
@@ -46,33 +47,6 @@ fn ok(d: &mut Decoder, block: &[u8]) -> Vec<(String, String)> {
     known(&out.fields)
 }
 
-/// An RFC 7541 §5.1 integer with `flags` in the bits above the prefix.
-fn int(flags: u8, prefix: u8, value: u32, out: &mut Vec<u8>) {
-    let max = (1u32 << prefix) - 1;
-    if value < max {
-        out.push(flags | value as u8);
-        return;
-    }
-    out.push(flags | max as u8);
-    let mut rest = value - max;
-    while rest >= 128 {
-        out.push((rest % 128) as u8 | 0x80);
-        rest /= 128;
-    }
-    out.push(rest as u8);
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    int(0, 7, s.len() as u32, out);
-    out.extend_from_slice(s);
-}
-
-fn indexed(index: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    int(0x80, 7, index, &mut v);
-    v
-}
-
 /// Literal with incremental indexing, new name.
 fn insert(name: &str, value: &str) -> Vec<u8> {
     let mut v = vec![0x40];
@@ -86,12 +60,6 @@ fn insert_indexed_name(index: u32, value: &str) -> Vec<u8> {
     let mut v = Vec::new();
     int(0x40, 6, index, &mut v);
     string(value.as_bytes(), &mut v);
-    v
-}
-
-fn size_update(size: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    int(0x20, 5, size, &mut v);
     v
 }
 

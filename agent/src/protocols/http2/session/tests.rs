@@ -4,27 +4,14 @@ use std::{collections::VecDeque, sync::Arc};
 
 use super::*;
 use crate::protocols::http2::{
-    frame::{FrameHeader, flag},
+    frame::flag,
     hpack::table::STATIC,
+    wire::{frame, indexed, int, size_update, string},
 };
 
 use Direction::{Egress as S, Ingress as C};
 
 // ---- wire helpers ----
-
-fn frame(frame_type: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = FrameHeader {
-        len: payload.len() as u32,
-        frame_type,
-        flags,
-        stream_id,
-        reserved: false,
-    }
-    .encode()
-    .to_vec();
-    v.extend_from_slice(payload);
-    v
-}
 
 fn headers(id: u32, end_stream: bool, block: &[u8]) -> Vec<u8> {
     let es = if end_stream { flag::END_STREAM } else { 0 };
@@ -63,33 +50,6 @@ fn msg(payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// RFC 7541 §5.1 integer with `flags` above the prefix.
-fn int(flags: u8, prefix: u8, value: u32, out: &mut Vec<u8>) {
-    let max = (1u32 << prefix) - 1;
-    if value < max {
-        out.push(flags | value as u8);
-        return;
-    }
-    out.push(flags | max as u8);
-    let mut rest = value - max;
-    while rest >= 128 {
-        out.push((rest % 128) as u8 | 0x80);
-        rest /= 128;
-    }
-    out.push(rest as u8);
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    int(0, 7, s.len() as u32, out);
-    out.extend_from_slice(s);
-}
-
-fn indexed(index: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    int(0x80, 7, index, &mut v);
-    v
-}
-
 /// Literal with a new name; `first` picks the representation: 0x40 with
 /// incremental indexing, 0x00 without, 0x10 never indexed.
 fn literal(first: u8, name: &str, value: &[u8]) -> Vec<u8> {
@@ -104,12 +64,6 @@ fn literal_indexed_name(index: u32, value: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     int(0, 4, index, &mut v);
     string(value, &mut v);
-    v
-}
-
-fn size_update(size: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    int(0x20, 5, size, &mut v);
     v
 }
 
