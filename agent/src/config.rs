@@ -37,6 +37,18 @@ pub enum CapturePath {
     Tracepoints,
 }
 
+/// Kubernetes pod metadata (`--k8s`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum K8sMode {
+    /// On in a pod (`KUBERNETES_SERVICE_HOST` set) or with `--kubeconfig`.
+    #[default]
+    Auto,
+    /// On; the agent does not start without a usable configuration.
+    On,
+    Off,
+}
+
 /// Command line. Every option also reads an `AGENT_*` environment variable.
 #[derive(Debug, Default, Parser)]
 #[command(
@@ -166,6 +178,24 @@ pub struct Cli {
     /// here (default when no profile backend is set: `./agent-profiles`).
     #[arg(long, env = "AGENT_PROFILES_DIR")]
     pub profiles_dir: Option<PathBuf>,
+    /// Pod metadata from the Kubernetes API: `auto` (default: in a pod, or
+    /// with --kubeconfig), `on` or `off`.
+    #[arg(long, env = "AGENT_K8S")]
+    pub k8s: Option<K8sMode>,
+    /// Kubeconfig for the API server (default: the pod's service account).
+    #[arg(long, env = "AGENT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name, whose pods are watched (the DaemonSet sets it from
+    /// `spec.nodeName`; default: the host name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// `k8s.cluster.name` on every resource (the API does not know it).
+    #[arg(long, env = "AGENT_K8S_CLUSTER_NAME")]
+    pub k8s_cluster_name: Option<String>,
+    /// Take `service.name` from the pod label `app.kubernetes.io/name`
+    /// (after the `resource.opentelemetry.io/service.name` annotation).
+    #[arg(long, env = "AGENT_K8S_WELL_KNOWN_LABELS")]
+    pub k8s_well_known_labels: bool,
 }
 
 /// The file form of the same options.
@@ -213,6 +243,11 @@ pub struct FileConfig {
     pub pyroscope_tenant: Option<String>,
     pub otlp_profiles: Option<bool>,
     pub profiles_dir: Option<PathBuf>,
+    pub k8s: Option<K8sMode>,
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub k8s_cluster_name: Option<String>,
+    pub k8s_well_known_labels: Option<bool>,
 }
 
 /// Resolved settings the agent runs with.
@@ -252,6 +287,49 @@ pub struct Settings {
     pub stream_budget_mib: usize,
     pub event_queue: usize,
     pub profiling: ProfilingSettings,
+    pub k8s: K8sSettings,
+}
+
+/// Kubernetes pod metadata settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct K8sSettings {
+    pub mode: K8sMode,
+    pub kubeconfig: Option<PathBuf>,
+    /// `None`: the host name.
+    pub node_name: Option<String>,
+    pub cluster_name: Option<String>,
+    pub well_known_labels: bool,
+    /// Pods held at most (a node runs up to a few hundred).
+    pub max_pods: usize,
+    /// `/readyz` waits this long for the first pod list.
+    pub ready_timeout: Duration,
+}
+
+impl Default for K8sSettings {
+    fn default() -> Self {
+        K8sSettings {
+            mode: K8sMode::Auto,
+            kubeconfig: None,
+            node_name: None,
+            cluster_name: None,
+            well_known_labels: false,
+            max_pods: 2048,
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl K8sSettings {
+    /// Whether to watch pods: `auto` means in a pod, or given a kubeconfig.
+    pub fn enabled(&self) -> bool {
+        match self.mode {
+            K8sMode::On => true,
+            K8sMode::Off => false,
+            K8sMode::Auto => {
+                self.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+            }
+        }
+    }
 }
 
 /// Continuous profiling settings.
@@ -337,6 +415,7 @@ impl Default for Settings {
             stream_budget_mib: 64,
             event_queue: 16384,
             profiling: ProfilingSettings::default(),
+            k8s: K8sSettings::default(),
         }
     }
 }
@@ -488,6 +567,21 @@ impl Settings {
                     None
                 },
                 dir: None,
+            },
+            k8s: K8sSettings {
+                mode: cli.k8s.or(file.k8s).unwrap_or(d.k8s.mode),
+                kubeconfig: cli.kubeconfig.or(file.kubeconfig),
+                node_name: cli
+                    .node_name
+                    .or(file.node_name)
+                    .filter(|n| !n.trim().is_empty()),
+                cluster_name: cli
+                    .k8s_cluster_name
+                    .or(file.k8s_cluster_name)
+                    .filter(|n| !n.trim().is_empty()),
+                well_known_labels: cli.k8s_well_known_labels
+                    || file.k8s_well_known_labels.unwrap_or(false),
+                ..d.k8s.clone()
             },
         };
         let mut settings = settings;

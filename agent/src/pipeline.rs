@@ -123,8 +123,20 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     let capture = Arc::new(Mutex::new(capture));
     let metrics = Arc::new(SelfMetrics::default());
     SelfMetrics::set(&metrics.queue_capacity, settings.event_queue as u64);
-    // `/readyz`: true once the programs are attached and the reader runs.
+    // `/readyz`: true once the programs are attached and the reader runs, and
+    // the first pod list arrived (or did not within its timeout).
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let k8s =
+        match crate::discovery::k8s::watch::start(&settings.k8s, &metrics, shutdown_rx.clone())
+            .await?
+        {
+            Some((k8s, task)) => {
+                tasks.push(task);
+                Some(k8s)
+            }
+            None => None,
+        };
 
     // OTLP: spans through a bounded queue to their exporter task; metrics
     // recorded per service and collected by theirs.
@@ -156,6 +168,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
             max_routes: settings.max_routes,
             max_series: settings.max_series,
             spans_consumed: otlp_spans.is_some() || settings.stdout_spans || taps.spans.is_some(),
+            k8s: k8s.clone(),
         },
         Arc::clone(&metrics),
         otlp_metrics,
@@ -224,19 +237,39 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         }
     });
     let processor = tokio::spawn(processor.run(rx, resolved_rx));
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tasks.extend([reader, processor]);
+    match &k8s {
+        None => ready.store(true, std::sync::atomic::Ordering::Relaxed),
+        Some(k8s) => {
+            let (k8s, ready, timeout) = (
+                Arc::clone(k8s),
+                Arc::clone(&ready),
+                settings.k8s.ready_timeout,
+            );
+            tokio::spawn(async move {
+                if !k8s.store.wait_listed(timeout).await {
+                    tracing::warn!(
+                        ?timeout,
+                        "no Kubernetes pod list yet; ready anyway (pods are named once it arrives)"
+                    );
+                }
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    }
     let profiling = match sampler {
         Some(sampler) => Some(Profiling::start(
             &settings.profiling,
             sampler,
             Arc::clone(&metrics),
+            k8s,
         )?),
         None => None,
     };
     Ok(AgentHandle {
         profiling,
         shutdown,
-        tasks: vec![reader, processor],
+        tasks,
         exporters_shutdown,
         exporters,
         capture,

@@ -73,6 +73,16 @@ pub struct SelfMetrics {
     /// Gauges: process snapshots and open modules held by the symbolizer.
     pub profile_processes_cached: AtomicU64,
     pub profile_modules_cached: AtomicU64,
+    /// Gauges: pods of this node in the Kubernetes store, and their containers.
+    pub k8s_pods: AtomicU64,
+    pub k8s_containers: AtomicU64,
+    /// Pods not stored because the store was full.
+    pub k8s_pods_dropped: AtomicU64,
+    /// Complete pod lists received (the first, then one per expired watch or
+    /// API server restart).
+    pub k8s_lists: AtomicU64,
+    /// Failed list or watch requests (each retried with backoff).
+    pub k8s_watch_errors: AtomicU64,
     /// Parse errors by (protocol, reason).
     parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Profile exports by (destination, outcome).
@@ -138,6 +148,11 @@ impl SelfMetrics {
             profile_samples_folded: get(&self.profile_samples_folded),
             profile_processes_cached: get(&self.profile_processes_cached),
             profile_modules_cached: get(&self.profile_modules_cached),
+            k8s_pods: get(&self.k8s_pods),
+            k8s_containers: get(&self.k8s_containers),
+            k8s_pods_dropped: get(&self.k8s_pods_dropped),
+            k8s_lists: get(&self.k8s_lists),
+            k8s_watch_errors: get(&self.k8s_watch_errors),
             profile_exports: self
                 .profile_exports
                 .lock()
@@ -189,6 +204,11 @@ pub struct Snapshot {
     pub profile_samples_folded: u64,
     pub profile_processes_cached: u64,
     pub profile_modules_cached: u64,
+    pub k8s_pods: u64,
+    pub k8s_containers: u64,
+    pub k8s_pods_dropped: u64,
+    pub k8s_lists: u64,
+    pub k8s_watch_errors: u64,
     /// Profile exports by (destination, outcome).
     pub profile_exports: Vec<((&'static str, &'static str), u64)>,
     /// Parse errors by (protocol, reason).

@@ -2,7 +2,9 @@
 //! with the real kernel programs), runs real peers, and waits for the events they
 //! must produce — with a deadline, never a fixed sleep.
 
+pub mod fake_pod;
 pub mod http_receiver;
+pub mod kube_api;
 pub mod otlp_receiver;
 pub mod peers;
 pub mod profile_receivers;

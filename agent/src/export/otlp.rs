@@ -187,6 +187,9 @@ fn sdk_resource(r: &Resource, extra: &[(String, String)]) -> opentelemetry_sdk::
             _ => KeyValue::new(k, v),
         });
     }
+    for (k, v) in r.pod_attributes() {
+        attrs.push(KeyValue::new(k.to_string(), v.to_string()));
+    }
     opentelemetry_sdk::Resource::builder_empty()
         .with_attributes(attrs)
         .build()
@@ -588,7 +591,7 @@ impl OtlpMetrics {
     pub fn record_measure(&self, m: &Measure<'_>, labels: &[(&'static str, &str)]) {
         let attrs: Vec<KeyValue> = labels
             .iter()
-            .filter(|(k, _)| *k != "service.name")
+            .filter(|(k, _)| !Resource::is_resource_label(k))
             .map(|&(k, v)| match k {
                 "http.response.status_code" | "server.port" => {
                     KeyValue::new(k, v.parse::<i64>().unwrap_or(0))
@@ -614,7 +617,7 @@ impl OtlpMetrics {
     ) {
         let attrs: Vec<KeyValue> = labels
             .iter()
-            .filter(|(k, _)| *k != "service.name")
+            .filter(|(k, _)| !Resource::is_resource_label(k))
             .map(|&(k, v)| match k {
                 "server.port" => KeyValue::new(k, v.parse::<i64>().unwrap_or(0)),
                 _ => KeyValue::new(k, v.to_string()),

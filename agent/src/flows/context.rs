@@ -91,7 +91,7 @@ impl Context {
         Context {
             ids: IdGenerator::default(),
             routes: Routes::new(&settings.route_patterns, settings.max_routes),
-            discovery: Discovery::default(),
+            discovery: Discovery::new(settings.k8s.clone()),
             active: LruCache::new(NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN)),
             sampler: settings.sampler.clone(),
             spans_consumed: settings.spans_consumed,

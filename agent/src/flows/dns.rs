@@ -86,6 +86,7 @@ impl Flow for DnsFlow {
         cx: &mut Context,
         out: &mut Vec<Span>,
     ) -> Option<Upgrade> {
+        cx.discovery.renew(&mut self.conn.resource);
         for message in self.conn.messages(direction, chunk) {
             let seen = Seen {
                 conn: conn.key,

@@ -152,6 +152,7 @@ impl Http1Conn {
         out: &mut Vec<Span>,
     ) {
         let kind = self.kind();
+        cx.discovery.renew(&mut self.resource);
         let route = route_of(cx, &self.resource.service_name, &exchange.request.target);
         let flow = HttpFlow {
             exchange: HttpExchange::http1(exchange),

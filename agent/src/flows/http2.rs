@@ -131,6 +131,9 @@ impl Http2Conn {
             let context = cx.context_for(kind, 0, incoming, false);
             self.contexts.insert(started.stream_id, context);
         }
+        if !output.exchanges.is_empty() {
+            cx.discovery.renew(&mut self.resource);
+        }
         for exchange in &output.exchanges {
             let started = match self.contexts.remove(&exchange.stream_id) {
                 Some(started) => started,

@@ -205,6 +205,8 @@ impl Default for Protocol {
 #[derive(Clone, Debug)]
 pub struct TrackerSettings {
     pub sampler: Sampler,
+    /// Pod metadata, when watching Kubernetes.
+    pub k8s: Option<std::sync::Arc<crate::discovery::k8s::K8s>>,
     /// Query strings in spans (opt-in).
     pub capture_query: bool,
     /// Header names whose values go into spans (opt-in, lower case).

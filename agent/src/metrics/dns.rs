@@ -2,7 +2,7 @@
 //! resolver and error, and responses by response code. Question names are
 //! unbounded and never become labels.
 
-use super::{CounterFamily, DURATION_BUCKETS, HistogramFamily, Labels};
+use super::{CounterFamily, DURATION_BUCKETS, HistogramFamily, Labels, resource_labels};
 use crate::spans::{Span, Value};
 
 pub struct DnsMetrics {
@@ -41,18 +41,14 @@ impl DnsMetrics {
                 _ => None,
             })
             .collect();
-        labels.push(("service.name", span.resource.service_name.clone()));
+        labels.extend(resource_labels(&span.resource));
         labels.sort();
         self.duration
             .record_sorted(&labels, span.duration_ns() as f64 / 1e9);
         if let Some(Value::Str(code)) = span.attribute("dns.response.code") {
-            self.responses.add(
-                vec![
-                    ("dns.response.code", code.clone()),
-                    ("service.name", span.resource.service_name.clone()),
-                ],
-                1,
-            );
+            let mut labels = vec![("dns.response.code", code.clone())];
+            labels.extend(resource_labels(&span.resource));
+            self.responses.add(labels, 1);
         }
     }
 }

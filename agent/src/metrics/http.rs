@@ -57,7 +57,7 @@ pub fn labels(span: &Span) -> Labels {
             })
         })
         .collect();
-    labels.push(("service.name", span.resource.service_name.clone()));
+    labels.extend(super::resource_labels(&span.resource));
     labels.sort();
     labels
 }

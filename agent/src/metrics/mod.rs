@@ -39,6 +39,16 @@ impl Hasher for IdentityHasher {
 /// Labels of one series, sorted by name (OTel attribute names).
 pub type Labels = Vec<(&'static str, String)>;
 
+/// A process's resource labels (`service.name`, and its pod's in
+/// Kubernetes), owned.
+pub fn resource_labels(
+    resource: &crate::discovery::Resource,
+) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    resource
+        .metric_labels()
+        .map(|(name, value)| (name, value.to_string()))
+}
+
 /// Semantic-conventions buckets for HTTP durations (seconds).
 pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,

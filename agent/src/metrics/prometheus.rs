@@ -310,6 +310,41 @@ pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapsh
     );
     scalar(
         &mut out,
+        "agent_k8s_pods",
+        "gauge",
+        "Pods of this node held in the Kubernetes metadata store.",
+        &one(s.k8s_pods),
+    );
+    scalar(
+        &mut out,
+        "agent_k8s_containers",
+        "gauge",
+        "Started containers of those pods, indexed by container id.",
+        &one(s.k8s_containers),
+    );
+    scalar(
+        &mut out,
+        "agent_k8s_pods_dropped_total",
+        "counter",
+        "Pods not stored because the Kubernetes metadata store was full.",
+        &one(s.k8s_pods_dropped),
+    );
+    scalar(
+        &mut out,
+        "agent_k8s_lists_total",
+        "counter",
+        "Complete lists of this node's pods (the first, then after an expired watch or an API server restart).",
+        &one(s.k8s_lists),
+    );
+    scalar(
+        &mut out,
+        "agent_k8s_watch_errors_total",
+        "counter",
+        "Failed Kubernetes list or watch requests, each retried with backoff.",
+        &one(s.k8s_watch_errors),
+    );
+    scalar(
+        &mut out,
         "agent_connections_tracked",
         "gauge",
         "Connections in the connection table.",

@@ -69,6 +69,7 @@ impl Profiling {
         settings: &ProfilingSettings,
         sampler: Sampler,
         metrics: Arc<SelfMetrics>,
+        k8s: Option<Arc<crate::discovery::k8s::K8s>>,
     ) -> anyhow::Result<Profiling> {
         let (tx, exporter) = match Exporter::new(settings)? {
             Some(exporter) => {
@@ -92,7 +93,7 @@ impl Profiling {
                 let worker = Worker {
                     sampler,
                     collector: Collector::new("/proc", CollectorLimits::default()),
-                    discovery: Discovery::default(),
+                    discovery: Discovery::new(k8s),
                     period_ns,
                     interval,
                     dir,

@@ -46,6 +46,19 @@ fn describe(discovery: &mut Discovery, tgid: u32, comm: &str, fresh: bool) -> Ar
     if let Some(id) = &resource.container_id {
         attributes.push(("container.id".into(), id.clone()));
     }
+    // The span's service, exactly (Grafana finds a span's profiles by
+    // `service_name`), and the pod's names, as on spans and metrics.
+    if let Some(ns) = &resource.service_namespace {
+        attributes.push(("service.namespace".into(), ns.clone()));
+    }
+    if let Some(uid) = &resource.pod_uid {
+        attributes.push(("k8s.pod.uid".into(), uid.clone()));
+    }
+    attributes.extend(
+        resource
+            .pod_attributes()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     Arc::new(Target {
         service_name: resource.service_name.clone(),
         attributes,

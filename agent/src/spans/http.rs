@@ -319,10 +319,9 @@ pub(crate) mod tests {
             pid: 1,
             executable_name: "svc".into(),
             executable_path: "/bin/svc".into(),
-            container_id: None,
-            pod_uid: None,
             host_name: "h".into(),
             host_arch: "amd64",
+            ..Resource::default()
         })
     }
 

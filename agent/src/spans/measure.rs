@@ -39,17 +39,27 @@ pub struct Measure<'a> {
 /// call: on the stack, no allocation per exchange.
 #[derive(Default)]
 pub struct Pairs<'a> {
-    items: [(&'static str, &'a str); 9],
+    items: [(&'static str, &'a str); 16],
     len: usize,
 }
 
 impl<'a> Pairs<'a> {
-    /// Appends a pair (callers push in name order); past the 9th, dropped.
+    /// Appends a pair (callers push in name order, or [`Self::sort`] after);
+    /// past the 16th, dropped.
     pub fn push(&mut self, name: &'static str, value: &'a str) {
         if let Some(slot) = self.items.get_mut(self.len) {
             *slot = (name, value);
             self.len += 1;
         }
+    }
+
+    /// Appends the resource's labels (`service.name`, and in Kubernetes its
+    /// pod's), then sorts by name.
+    pub fn push_resource(&mut self, resource: &'a Resource) {
+        for (name, value) in resource.metric_labels() {
+            self.push(name, value);
+        }
+        self.items[..self.len].sort_unstable_by_key(|(name, _)| *name);
     }
 
     pub fn as_slice(&self) -> &[(&'static str, &'a str)] {
@@ -156,8 +166,8 @@ impl<'a> Measure<'a> {
         if let Some(p) = self.server_port {
             pairs.push("server.port", port.set(p));
         }
-        pairs.push("service.name", &self.resource.service_name);
         pairs.push("url.scheme", "http");
+        pairs.push_resource(self.resource);
         pairs
     }
 }

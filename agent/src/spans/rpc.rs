@@ -165,7 +165,7 @@ impl RpcCall<'_> {
                 pairs.push("server.port", port.set(p));
             }
         }
-        pairs.push("service.name", &self.resource.service_name);
+        pairs.push_resource(self.resource);
         pairs
     }
 }

@@ -130,10 +130,9 @@ mod tests {
                 pid: 1,
                 executable_name: "s".into(),
                 executable_path: "/s".into(),
-                container_id: None,
-                pod_uid: None,
                 host_name: "h".into(),
                 host_arch: "amd64",
+                ..Resource::default()
             }),
         }
     }

@@ -47,9 +47,19 @@ pub struct LabelPair {
 /// The request path under the server URL.
 pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
 
+/// The short labels Grafana's Kubernetes profile views (and Alloy's
+/// `pyroscope.ebpf`) use, beside the OpenTelemetry-named ones.
+const ALIASES: &[(&str, &str)] = &[
+    ("k8s.namespace.name", "namespace"),
+    ("k8s.pod.name", "pod"),
+    ("k8s.container.name", "container"),
+    ("k8s.node.name", "node"),
+];
+
 /// Series labels of a profile: `__name__="process_cpu"`, `service_name`, and
 /// the resource attributes with Prometheus-style names (`host.name` →
-/// `host_name`), sorted by name as Pyroscope requires.
+/// `host_name`; the pod's also as [`ALIASES`]), sorted by name as Pyroscope
+/// requires.
 pub fn labels(profile: &Profile) -> Vec<LabelPair> {
     let mut labels = vec![
         LabelPair {
@@ -62,12 +72,17 @@ pub fn labels(profile: &Profile) -> Vec<LabelPair> {
         },
     ];
     for (key, value) in &profile.target.attributes {
-        let name = label_name(key);
-        if !value.is_empty() && !labels.iter().any(|l| l.name == name) {
-            labels.push(LabelPair {
-                name,
-                value: value.clone(),
-            });
+        let alias = ALIASES
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| (*a).to_string());
+        for name in std::iter::once(label_name(key)).chain(alias) {
+            if !value.is_empty() && !labels.iter().any(|l| l.name == name) {
+                labels.push(LabelPair {
+                    name,
+                    value: value.clone(),
+                });
+            }
         }
     }
     labels.sort();
@@ -177,5 +192,29 @@ mod tests {
         assert_eq!(label_name("host.name"), "host_name");
         assert_eq!(label_name("k8s.pod.name"), "k8s_pod_name");
         assert_eq!(label_name("9lives"), "_9lives");
+    }
+
+    #[test]
+    fn pod_attributes_also_get_the_short_kubernetes_labels() {
+        let mut profile = crate::testing::profile();
+        profile.target = std::sync::Arc::new(crate::Target {
+            service_name: "web".into(),
+            attributes: vec![
+                ("k8s.namespace.name".into(), "shop".into()),
+                ("k8s.pod.name".into(), "web-1".into()),
+                ("k8s.container.name".into(), "app".into()),
+                ("host.name".into(), "node-1".into()),
+            ],
+        });
+        let labels: Vec<(String, String)> = labels(&profile)
+            .into_iter()
+            .map(|l| (l.name, l.value))
+            .collect();
+        let has = |n: &str, v: &str| labels.contains(&(n.to_string(), v.to_string()));
+        assert!(has("service_name", "web"));
+        assert!(has("namespace", "shop") && has("k8s_namespace_name", "shop"));
+        assert!(has("pod", "web-1") && has("container", "app"));
+        assert!(has("host_name", "node-1"));
+        assert!(labels.windows(2).all(|w| w[0].0 < w[1].0), "sorted, unique");
     }
 }
