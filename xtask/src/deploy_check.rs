@@ -41,6 +41,9 @@ const CHART: &str = "deploy/helm/agent";
 const RELEASE: &str = "agent";
 const NAMESPACE: &str = "observability";
 const RENDERED: &str = "deploy/kubernetes/agent.yaml";
+/// Prometheus rule files and their `promtool test rules` files.
+const RULES_DIR: &str = "deploy/prometheus/rules";
+const RULE_TESTS_DIR: &str = "deploy/prometheus/tests";
 
 fn venv() -> PathBuf {
     target_dir().join("deploy-venv")
@@ -192,12 +195,27 @@ fn ci_values() -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn stem(path: &Path) -> String {
+/// The `*.yaml` files of a directory of the workspace, sorted.
+fn yaml_files(dir: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = workspace_root().join(dir);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn file_name(path: &Path) -> &str {
     path.file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default()
-        .trim_end_matches("-values.yaml")
-        .to_string()
+}
+
+fn stem(path: &Path) -> String {
+    file_name(path).trim_end_matches("-values.yaml").to_string()
 }
 
 /// Runs every check, one line each, and fails if any failed.
@@ -323,18 +341,27 @@ pub fn run() -> anyhow::Result<()> {
         dashboards(&scratch.join("dashboards.rules.yaml")),
     );
 
-    let mut cmd = Command::new(promtool());
-    cmd.args(["check", "rules", "deploy/prometheus/rules/slo.yaml"]);
-    check(
-        "promtool check rules slo.yaml".into(),
-        capture(&mut cmd).map(|_| String::new()),
-    );
-    let mut cmd = Command::new(promtool());
-    cmd.args(["test", "rules", "deploy/prometheus/tests/slo_test.yaml"]);
-    check(
-        "promtool test rules slo_test.yaml".into(),
-        capture(&mut cmd).map(|_| String::new()),
-    );
+    // Every rules file (the compose Prometheus loads rules/*.yaml) and every
+    // unit test file.
+    for (verb, dir) in [("check", RULES_DIR), ("test", RULE_TESTS_DIR)] {
+        match yaml_files(dir) {
+            Ok(files) if files.is_empty() => check(
+                format!("promtool {verb} rules {dir}"),
+                Err(anyhow::anyhow!("no *.yaml files in {dir}")),
+            ),
+            Ok(files) => {
+                for file in &files {
+                    let mut cmd = Command::new(promtool());
+                    cmd.args([verb, "rules"]).arg(file);
+                    check(
+                        format!("promtool {verb} rules {}", file_name(file)),
+                        capture(&mut cmd).map(|_| String::new()),
+                    );
+                }
+            }
+            Err(e) => check(format!("promtool {verb} rules {dir}"), Err(e)),
+        }
+    }
     let mut cmd = Command::new(promtool());
     cmd.args(["check", "config", "deploy/prometheus/prometheus.yaml"]);
     check(
@@ -448,8 +475,8 @@ fn metric_names(expr: &str) -> Vec<String> {
 }
 
 /// Whether the agent exposes `name` (for the agent's own prefixes): agent_*
-/// names appear verbatim in the exposition code; RED names are the OTel name
-/// plus unit suffix and histogram or counter suffix.
+/// names appear verbatim in the exposition code; RED names (HTTP, RPC, DNS)
+/// are the OTel name plus unit suffix and histogram or counter suffix.
 fn agent_exposes(name: &str, exposition: &str, otel_names: &str) -> bool {
     if name.starts_with("agent_") {
         return exposition.contains(&format!("\"{name}\""));
@@ -500,7 +527,7 @@ fn dashboards(rules_path: &Path) -> anyhow::Result<String> {
     let root = workspace_root();
     let dir = root.join("deploy/grafana/dashboards");
     let exposition = fs::read_to_string(root.join("agent/src/metrics/prometheus.rs"))?;
-    let otel_names = ["http.rs", "dns.rs"]
+    let otel_names = ["http.rs", "rpc.rs", "dns.rs"]
         .iter()
         .map(|f| fs::read_to_string(root.join("agent/src/metrics").join(f)))
         .collect::<Result<Vec<_>, _>>()?
@@ -515,10 +542,7 @@ fn dashboards(rules_path: &Path) -> anyhow::Result<String> {
     let mut total = 0;
     let mut problems = Vec::new();
     for file in &files {
-        let name = file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = file_name(file);
         let text = fs::read_to_string(file)?;
         let board: Value =
             serde_json::from_str(&text).with_context(|| format!("{name}: not JSON"))?;
@@ -544,7 +568,7 @@ fn dashboards(rules_path: &Path) -> anyhow::Result<String> {
         }
         for (i, expr) in exprs.iter().enumerate() {
             for metric in metric_names(expr) {
-                let ours = ["agent_", "http_", "dns_"]
+                let ours = ["agent_", "http_", "rpc_", "dns_"]
                     .iter()
                     .any(|p| metric.starts_with(p));
                 if ours && !agent_exposes(&metric, &exposition, &otel_names) {
