@@ -40,6 +40,10 @@ pub mod maps {
     pub const SOCKETS: &str = "SOCKETS";
     /// LRU hash of syscalls in flight, keyed by `pid_tgid` (tracepoint path only).
     pub const ACTIVE: &str = "ACTIVE";
+    /// TLS library calls in progress, per `pid_tgid`.
+    pub const TLS_CALLS: &str = "TLS_CALLS";
+    /// The socket of each `SSL*` (per tgid), learned from a call's syscall.
+    pub const TLS_FDS: &str = "TLS_FDS";
     /// LRU hash tgid → [`verdict`](super::verdict): processes userspace excluded.
     pub const VERDICTS: &str = "VERDICTS";
     /// Program array of the fast path's per-syscall exit handlers, indexed by
@@ -284,6 +288,10 @@ pub mod flags {
     /// The same for data sent (a client writes the preface; a server writes
     /// its SETTINGS before it reads the client's preface).
     pub const EGRESS_SEEN: u32 = 1 << 13;
+    /// Socket: a TLS library call on this thread used it; its syscalls carry
+    /// ciphertext and are skipped. Record: plaintext from a TLS library's
+    /// read or write (uprobes), not a syscall's bytes.
+    pub const TLS: u32 = 1 << 14;
 }
 
 /// HTTP/2 framing facts both halves use (RFC 9113): userspace reads frames,
@@ -393,10 +401,21 @@ pub enum Loss {
     /// Not a loss by itself: a syscall of an HTTP/2 connection that did not
     /// start at a frame (no walk state) was copied as a plain prefix.
     FramesHunt = 17,
+    /// A TLS read or write returned data, but neither a syscall during the
+    /// call nor an earlier one on the same `SSL*` named its socket.
+    TlsNoFd = 18,
+    /// A TLS call's socket is not in the socket table (opened before the
+    /// agent and not registered, or evicted): its plaintext is lost.
+    TlsNoSocket = 19,
+    /// Not a loss: ciphertext of a socket whose plaintext comes from a TLS
+    /// library's probes, skipped.
+    TlsCiphertext = 20,
+    /// The per-thread TLS call table was full: that call's plaintext is lost.
+    TlsCallInsert = 21,
 }
 
 impl Loss {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 22;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -416,6 +435,10 @@ impl Loss {
         Loss::FramesSteps,
         Loss::FramesLost,
         Loss::FramesHunt,
+        Loss::TlsNoFd,
+        Loss::TlsNoSocket,
+        Loss::TlsCiphertext,
+        Loss::TlsCallInsert,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -439,6 +462,10 @@ impl Loss {
             Loss::FramesSteps => "frames_steps",
             Loss::FramesLost => "frames_lost",
             Loss::FramesHunt => "frames_hunt",
+            Loss::TlsNoFd => "tls_no_fd",
+            Loss::TlsNoSocket => "tls_no_socket",
+            Loss::TlsCiphertext => "tls_ciphertext",
+            Loss::TlsCallInsert => "tls_call_insert",
         }
     }
 
@@ -451,7 +478,11 @@ impl Loss {
     pub const fn is_skip(self) -> bool {
         matches!(
             self,
-            Loss::OpaqueSkipped | Loss::ProcessFiltered | Loss::Peeked | Loss::FramesHunt
+            Loss::OpaqueSkipped
+                | Loss::ProcessFiltered
+                | Loss::Peeked
+                | Loss::FramesHunt
+                | Loss::TlsCiphertext
         )
     }
 }

@@ -295,6 +295,10 @@ pub fn wanted(info: &SockInfo) -> bool {
     if info.flags & flags::IGNORED != 0 {
         return false;
     }
+    if info.flags & flags::TLS != 0 {
+        count_loss(Loss::TlsCiphertext);
+        return false;
+    }
     if info.flags & flags::OPAQUE != 0 {
         count_loss(Loss::OpaqueSkipped);
         return false;
@@ -545,6 +549,45 @@ fn begin_data(
     Ok(buf)
 }
 
+/// A TLS library's plaintext (`tls`): a data record of socket `fd`, as if
+/// `syscall` had moved `bytes` from `src`.
+#[inline(always)]
+pub fn emit_plaintext(
+    pid_tgid: u64,
+    fd: i32,
+    info: &SockInfo,
+    syscall: Syscall,
+    dir: u32,
+    bytes: i64,
+    src: u64,
+) -> Result<(), Loss> {
+    let buf = scratch()?;
+    fill_header(
+        &mut buf.header,
+        kind::DATA,
+        pid_tgid,
+        fd,
+        info,
+        syscall as u32,
+        comm_for(info),
+    );
+    buf.header.bytes = bytes;
+    buf.header.direction = dir;
+    let want = if (bytes as u64) < cap() as u64 {
+        bytes as u32
+    } else {
+        cap()
+    };
+    let captured = if copy_user(&mut buf.data, 0, src, want) {
+        want
+    } else {
+        count_loss(Loss::CopyFailed);
+        buf.header.flags |= flags::COPY_FAILED;
+        0
+    };
+    submit(buf, captured)
+}
+
 /// read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg.
 #[inline(always)]
 fn on_data(
@@ -557,6 +600,11 @@ fn on_data(
     let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
         return Ok(());
     };
+    // Inside a TLS library call: ciphertext, whose plaintext the library's
+    // probes report.
+    if crate::tls::claim(pid_tgid, call.fd) {
+        return Ok(());
+    }
     let peek = match syscall {
         Syscall::Recvfrom => call.arg3 & MSG_PEEK != 0,
         Syscall::Recvmsg => call.arg2 & MSG_PEEK != 0,

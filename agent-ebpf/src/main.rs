@@ -27,6 +27,7 @@ mod fast;
 mod frames;
 mod profile;
 mod tcp_state;
+mod tls;
 mod tp;
 
 use agent_common::{

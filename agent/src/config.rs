@@ -196,6 +196,9 @@ pub struct Cli {
     /// (after the `resource.opentelemetry.io/service.name` annotation).
     #[arg(long, env = "AGENT_K8S_WELL_KNOWN_LABELS")]
     pub k8s_well_known_labels: bool,
+    /// TLS plaintext through uprobes on OpenSSL: `on` (default) or `off`.
+    #[arg(long, env = "AGENT_TLS")]
+    pub tls: Option<String>,
 }
 
 /// The file form of the same options.
@@ -248,6 +251,7 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     pub k8s_cluster_name: Option<String>,
     pub k8s_well_known_labels: Option<bool>,
+    pub tls: Option<String>,
 }
 
 /// Resolved settings the agent runs with.
@@ -288,6 +292,8 @@ pub struct Settings {
     pub event_queue: usize,
     pub profiling: ProfilingSettings,
     pub k8s: K8sSettings,
+    /// TLS plaintext through uprobes on OpenSSL.
+    pub tls: bool,
 }
 
 /// Kubernetes pod metadata settings.
@@ -416,6 +422,7 @@ impl Default for Settings {
             event_queue: 16384,
             profiling: ProfilingSettings::default(),
             k8s: K8sSettings::default(),
+            tls: true,
         }
     }
 }
@@ -582,6 +589,11 @@ impl Settings {
                 well_known_labels: cli.k8s_well_known_labels
                     || file.k8s_well_known_labels.unwrap_or(false),
                 ..d.k8s.clone()
+            },
+            tls: match cli.tls.as_deref().or(file.tls.as_deref()).map(str::trim) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => bail!("--tls {other:?}: expected on or off"),
             },
         };
         let mut settings = settings;

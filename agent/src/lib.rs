@@ -22,6 +22,7 @@ pub mod profiling;
 pub mod protocols;
 pub mod self_metrics;
 pub mod spans;
+pub mod tls;
 
 pub use config::{Cli, Settings};
 pub use observed::Observed;

@@ -42,6 +42,7 @@ use crate::{
 /// How long [`AgentHandle::stop`] waits for the tasks to flush.
 const STOP_TIMEOUT: Duration = Duration::from_millis(1500);
 const RESOLVER_QUEUE: usize = 4096;
+const PROCESSES_SEEN: usize = 4096;
 
 /// A running agent. Dropping it without [`stop`](AgentHandle::stop) detaches too,
 /// but without flushing.
@@ -122,6 +123,10 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     let (exporters_shutdown, exporters_rx) = watch::channel(false);
     let capture = Arc::new(Mutex::new(capture));
     let metrics = Arc::new(SelfMetrics::default());
+    // TLS plaintext: uprobes on OpenSSL files as processes map them.
+    let tls = settings
+        .tls
+        .then(|| crate::tls::probes::TlsProbes::spawn(Arc::clone(&capture), Arc::clone(&metrics)));
     SelfMetrics::set(&metrics.queue_capacity, settings.event_queue as u64);
     // `/readyz`: true once the programs are attached and the reader runs, and
     // the first pod list arrived (or did not within its timeout).
@@ -216,6 +221,10 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         tcp: TcpTuples::default(),
         tracker,
         otlp_spans,
+        tls,
+        processes_seen: lru::LruCache::new(
+            std::num::NonZeroUsize::new(PROCESSES_SEEN).unwrap_or(std::num::NonZeroUsize::MIN),
+        ),
     };
 
     // Attached first, scanned second: a connection opened in between is seen by
@@ -295,6 +304,10 @@ struct Processor {
     otlp_spans: Option<otlp::SpanSink>,
     /// Joins TCP state changes to connections (local addresses).
     tcp: TcpTuples,
+    tls: Option<crate::tls::probes::TlsProbes>,
+    /// Processes whose first connection was seen: the TLS thread looks at
+    /// each one's libraries once (again if it falls out of this LRU).
+    processes_seen: lru::LruCache<u32, ()>,
 }
 
 impl Processor {
@@ -394,6 +407,11 @@ impl Processor {
             applied.stream_bytes_dropped,
         );
         if applied.created {
+            if let Some(tls) = &self.tls
+                && self.processes_seen.put(event.tgid, ()).is_none()
+            {
+                tls.look_at(event.tgid);
+            }
             let local = match event.kind {
                 EventKind::Accept => event.addr.and_then(|peer| self.tcp.on_accept(peer)),
                 EventKind::Connect => self.tcp.on_connect(event.tid, key),

@@ -87,6 +87,11 @@ pub struct SelfMetrics {
     parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Profile exports by (destination, outcome).
     profile_exports: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// TLS connections whose plaintext the agent cannot see, by executable
+    /// name (bounded: past 64 names, `_other`).
+    tls_not_visible: Mutex<BTreeMap<String, u64>>,
+    /// Gauge: TLS library files with probes attached.
+    pub tls_libraries: AtomicU64,
 }
 
 impl SelfMetrics {
@@ -114,6 +119,20 @@ impl SelfMetrics {
             .unwrap_or_else(PoisonError::into_inner)
             .entry((destination, outcome))
             .or_default() += 1;
+    }
+
+    pub fn tls_not_visible(&self, executable: &str) {
+        const MAX_NAMES: usize = 64;
+        let mut names = self
+            .tls_not_visible
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = if names.contains_key(executable) || names.len() < MAX_NAMES {
+            executable
+        } else {
+            "_other"
+        };
+        *names.entry(key.to_string()).or_default() += 1;
     }
 
     pub fn snapshot(&self, kernel_losses: Vec<(&'static str, u64)>) -> Snapshot {
@@ -153,6 +172,14 @@ impl SelfMetrics {
             k8s_pods_dropped: get(&self.k8s_pods_dropped),
             k8s_lists: get(&self.k8s_lists),
             k8s_watch_errors: get(&self.k8s_watch_errors),
+            tls_libraries: get(&self.tls_libraries),
+            tls_not_visible: self
+                .tls_not_visible
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             profile_exports: self
                 .profile_exports
                 .lock()
@@ -209,6 +236,9 @@ pub struct Snapshot {
     pub k8s_pods_dropped: u64,
     pub k8s_lists: u64,
     pub k8s_watch_errors: u64,
+    pub tls_libraries: u64,
+    /// TLS connections not visible, by executable name.
+    pub tls_not_visible: Vec<(String, u64)>,
     /// Profile exports by (destination, outcome).
     pub profile_exports: Vec<((&'static str, &'static str), u64)>,
     /// Parse errors by (protocol, reason).

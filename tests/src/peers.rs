@@ -247,19 +247,56 @@ impl Server {
     /// nginx serving HTTP/2 with prior knowledge (h2c) on a free port:
     /// `/status/503` answers 503, anything else 200.
     pub fn h2_nginx() -> Server {
+        Server::nginx("h2", "http2", "")
+    }
+
+    /// nginx serving HTTPS (HTTP/1.1) with a self-signed certificate made
+    /// here: `/status/503` answers 503, `/big` a 40 KiB file, anything else 200.
+    pub fn tls_nginx() -> Server {
+        Server::nginx(
+            "tls",
+            "ssl",
+            "ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; \
+             location = /big { alias {d}/big.txt; }",
+        )
+    }
+
+    /// nginx on a free loopback port, `listen … {listen}`, with `extra`
+    /// server directives (`{d}`: its scratch directory). For `ssl`, the
+    /// directory gets a self-signed certificate and a 40 KiB `big.txt`.
+    fn nginx(name: &str, listen: &str, extra: &str) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let dir = std::env::temp_dir().join(format!("e2e-h2-nginx-{port}"));
+        let dir = std::env::temp_dir().join(format!("e2e-{name}-nginx-{port}"));
         std::fs::create_dir_all(&dir).expect("nginx dir");
-        let d = dir.display();
+        let d = dir.display().to_string();
+        if listen == "ssl" {
+            let status = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(dir.join("key.pem"))
+                .arg("-out")
+                .arg(dir.join("cert.pem"))
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl (Debian package openssl)");
+            assert!(status.success(), "openssl req");
+            let big: String = (0..40 * 1024)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            std::fs::write(dir.join("big.txt"), big).expect("big.txt");
+        }
+        let extra = extra.replace("{d}", &d);
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; error_log stderr; \
              pid {d}/nginx.pid; events {{ worker_connections 256; }} \
              http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; \
              fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi; \
-             server {{ listen 127.0.0.1:{port} http2; \
+             server {{ listen 127.0.0.1:{port} {listen}; {extra} \
              location = /status/503 {{ return 503 \"unavailable\\n\"; }} \
              location / {{ return 200 \"ok\\n\"; }} }} }}\n"
         );

@@ -33,6 +33,8 @@ pub enum Probe {
     Command(&'static str),
     /// A module `python3 -c 'import …'` loads.
     PythonModule(&'static str),
+    /// A file (a library or header a test compiles against).
+    File(&'static str),
 }
 
 /// One tool the tests or benchmarks use.
@@ -97,6 +99,16 @@ pub const TOOLS: &[Tool] = &[
     machine("node", NODE_HINT, "the pprof decoder (npm pprof-format)"),
     machine("npm", NODE_HINT, "installing the pprof decoder"),
     apt("h2load", "nghttp2-client", "HTTP/2 load client (h2c)"),
+    apt(
+        "openssl",
+        "openssl",
+        "self-signed certificates for the TLS tests",
+    ),
+    Tool {
+        probe: Probe::File("/usr/lib/x86_64-linux-gnu/libssl.a"),
+        source: Source::Apt("libssl-dev"),
+        used_by: "OpenSSL clients built (dynamic and static) by the TLS tests",
+    },
     pip("hpack", "hpack", "HPACK differential test"),
     pip("grpc", "grpcio", "gRPC server and client peers"),
     pip("h2", "h2", "HTTP/1.1 -> h2c upgrade server peer"),
@@ -135,7 +147,7 @@ pub fn pip_packages(tools: &[&Tool]) -> Vec<&'static str> {
 
 fn name(probe: Probe) -> &'static str {
     match probe {
-        Probe::Command(c) | Probe::PythonModule(c) => c,
+        Probe::Command(c) | Probe::PythonModule(c) | Probe::File(c) => c,
     }
 }
 
@@ -147,6 +159,7 @@ pub fn probe(probe: Probe) -> bool {
             .args(["-c", &format!("import {module}")])
             .output()
             .is_ok_and(|o| o.status.success()),
+        Probe::File(path) => std::path::Path::new(path).exists(),
     }
 }
 

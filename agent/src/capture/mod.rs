@@ -10,6 +10,10 @@ use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 
 pub use event::{Comm, Direction, Event, EventKind, Record, TcpState};
@@ -28,13 +32,16 @@ pub struct Started {
 
 /// The loaded kernel side. Dropping it detaches every program.
 pub struct Capture {
-    /// Keeps the programs loaded.
-    _ebpf: Ebpf,
+    /// Keeps the programs loaded (and holds the TLS uprobe programs).
+    ebpf: Ebpf,
     /// Attached links; released in parallel on drop.
     links: Vec<loader::Link>,
     losses: PerCpuArray<MapData, u64>,
     sockets: HashMap<MapData, SockKey, SockInfo>,
     verdicts: HashMap<MapData, u32, u32>,
+    /// Uprobes attached to TLS libraries (see `crate::tls`), by handle.
+    uprobes: std::collections::HashMap<u64, (&'static str, UProbeLinkId)>,
+    next_uprobe: u64,
 }
 
 impl Capture {
@@ -67,11 +74,13 @@ impl Capture {
         let verdicts = HashMap::try_from(ebpf.take_map(maps::VERDICTS).context("VERDICTS map")?)?;
         Ok(Started {
             capture: Capture {
-                _ebpf: ebpf,
+                ebpf,
                 links,
                 losses,
                 sockets,
                 verdicts,
+                uprobes: std::collections::HashMap::new(),
+                next_uprobe: 0,
             },
             ring,
             attached: results,
@@ -83,9 +92,52 @@ impl Capture {
     /// Detaches every program now (also done on drop).
     pub fn detach(&mut self) {
         loader::detach_all(std::mem::take(&mut self.links));
+        for (_, (program, link)) in std::mem::take(&mut self.uprobes) {
+            if let Ok(p) = self.uprobe(program) {
+                let _ = p.detach(link);
+            }
+        }
     }
 
-    /// Kernel loss counters per reason, summed over CPUs.
+    /// A uprobe program of the object, loaded on first use.
+    fn uprobe(&mut self, name: &str) -> anyhow::Result<&mut UProbe> {
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name}"))?
+            .try_into()?;
+        if program.fd().is_err() {
+            program.load().with_context(|| format!("loading {name}"))?;
+        }
+        Ok(program)
+    }
+
+    /// Attaches uprobe `program` at byte `offset` of the file `target` (an
+    /// absolute path), for every process that maps it; returns a handle for
+    /// [`Capture::detach_uprobe`].
+    pub fn attach_uprobe(
+        &mut self,
+        program: &'static str,
+        target: &std::path::Path,
+        offset: u64,
+    ) -> anyhow::Result<u64> {
+        let link = self
+            .uprobe(program)?
+            .attach(offset, target, UProbeScope::AllProcesses)
+            .with_context(|| format!("uprobe {program} at {}+{offset:#x}", target.display()))?;
+        self.next_uprobe += 1;
+        self.uprobes.insert(self.next_uprobe, (program, link));
+        Ok(self.next_uprobe)
+    }
+
+    pub fn detach_uprobe(&mut self, handle: u64) {
+        if let Some((program, link)) = self.uprobes.remove(&handle)
+            && let Ok(p) = self.uprobe(program)
+        {
+            let _ = p.detach(link);
+        }
+    }
+
     pub fn losses(&self) -> Vec<(&'static str, u64)> {
         Loss::ALL
             .iter()
@@ -100,8 +152,6 @@ impl Capture {
             .collect()
     }
 
-    /// Registers a socket that was open before the agent started, unless the
-    /// kernel already tracks that fd (its entry is more precise).
     pub fn track_existing(&mut self, tgid: u32, fd: i32, info: SockInfo) -> anyhow::Result<()> {
         const BPF_NOEXIST: u64 = 1;
         self.sockets

@@ -67,6 +67,9 @@ pub struct Conn {
     pub kernel_opaque: bool,
     /// The kernel was told to walk this connection's HTTP/2 frames (flag `FRAMES`).
     pub kernel_frames: bool,
+    /// Its streams hold a TLS library's plaintext (`flags::TLS` records), not
+    /// the socket's bytes.
+    pub tls: bool,
 }
 
 impl Conn {
@@ -195,6 +198,24 @@ impl ConnTable {
             return applied;
         };
         conn.last_ns = event.ts_ns;
+        if event.direction.is_some() {
+            let tls = event.flags & flags::TLS != 0;
+            if tls && !conn.tls {
+                // The first plaintext: the ciphertext seen so far (the
+                // handshake) and whatever parser looked at it are dropped, and
+                // the connection is parsed again from the plaintext's start.
+                conn.tls = true;
+                for stream in &mut conn.streams {
+                    self.buffered -= stream.buffered();
+                    *stream = Stream::new(self.stream_cap);
+                }
+                conn.protocol = crate::flows::Protocol::default();
+            } else if !tls && conn.tls {
+                // Ciphertext already in flight when the kernel marked the
+                // socket: not part of the plaintext stream.
+                return applied;
+            }
+        }
         if let Some(direction) = event.direction {
             let moved = u64::try_from(event.bytes).unwrap_or(0);
             let stream = &mut conn.streams[direction.index()];
@@ -255,6 +276,7 @@ impl ConnTable {
             protocol: crate::flows::Protocol::default(),
             kernel_opaque: false,
             kernel_frames: false,
+            tls: false,
         };
         if let Some((old_key, old)) = self.conns.push(key, conn)
             && old_key != key

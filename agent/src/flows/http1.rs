@@ -165,6 +165,7 @@ impl Http1Conn {
             start_ns: cx.clock.unix_ns(exchange.request_start_ns),
             end_ns: cx.clock.unix_ns(exchange.response_end_ns),
             capture_query: cx.capture_query,
+            tls: conn.tls,
         };
         record(flow, &mut self.peer_ip, parent_sampled, cx, out);
     }

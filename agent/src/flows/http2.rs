@@ -188,6 +188,7 @@ impl Http2Conn {
             start_ns: cx.clock.unix_ns(e.request_start_ns),
             end_ns: cx.clock.unix_ns(end_ns(e)),
             capture_query: cx.capture_query,
+            tls: conn.tls,
         };
         record(flow, &mut self.peer_ip, parent_sampled, cx, out);
     }

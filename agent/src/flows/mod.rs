@@ -11,6 +11,7 @@ pub mod context;
 pub mod dns;
 pub mod http1;
 pub mod http2;
+pub mod tls;
 
 use std::{fmt, net::SocketAddr, sync::Arc};
 
@@ -34,6 +35,7 @@ fn registry(settings: &TrackerSettings) -> Vec<Box<dyn Module>> {
         // Before HTTP/1: the HTTP/2 preface starts like a request line.
         Box::new(http2::Http2),
         Box::new(http1::Http1),
+        Box::new(tls::Tls),
     ]
 }
 
@@ -51,6 +53,8 @@ pub struct ConnInfo {
     pub preexisting: bool,
     /// CLOCK_MONOTONIC ns of its latest event (its close, once closed).
     pub last_ns: u64,
+    /// Its bytes are a TLS library's plaintext (`https`).
+    pub tls: bool,
 }
 
 impl ConnInfo {
@@ -64,6 +68,7 @@ impl ConnInfo {
             comm: conn.comm,
             preexisting: conn.preexisting,
             last_ns: conn.last_ns,
+            tls: conn.tls,
         }
     }
 
@@ -171,6 +176,12 @@ pub trait Flow: Send + fmt::Debug {
         _cx: &mut Context,
         _out: &mut Vec<Span>,
     ) {
+    }
+
+    /// Nothing more will be parsed: the connection becomes opaque (the
+    /// kernel stops copying its bytes).
+    fn gives_up(&self) -> bool {
+        false
     }
 
     /// The connection closed: finish what its close completes.
@@ -281,6 +292,9 @@ impl Tracker {
                 continue;
             };
             let Some(upgrade) = flow.data(&info, direction, chunk, tid, &mut self.cx, out) else {
+                if flow.gives_up() {
+                    conn.protocol = Protocol::Other;
+                }
                 continue;
             };
             let new = self

@@ -310,6 +310,20 @@ pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapsh
     );
     scalar(
         &mut out,
+        "agent_tls_libraries",
+        "gauge",
+        "TLS library files (OpenSSL) with uprobes attached.",
+        &one(s.tls_libraries),
+    );
+    scalar(
+        &mut out,
+        "agent_tls_not_visible_connections_total",
+        "counter",
+        "TLS connections whose plaintext the agent cannot see (library not probed), by executable.",
+        &by("executable", s.tls_not_visible.iter().cloned()),
+    );
+    scalar(
+        &mut out,
         "agent_k8s_pods",
         "gauge",
         "Pods of this node held in the Kubernetes metadata store.",

@@ -95,6 +95,15 @@ pub struct HttpFlow<'a> {
     pub end_ns: u64,
     /// The user opted in to query strings (`--capture-query`).
     pub capture_query: bool,
+    /// Seen as a TLS library's plaintext: `https`.
+    pub tls: bool,
+}
+
+impl HttpFlow<'_> {
+    /// `url.scheme`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
 }
 
 /// Opted-in headers as `<prefix>.<name>` attributes.
@@ -153,7 +162,7 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
     if let Some(status) = e.status {
         attrs.push(("http.response.status_code", Value::Int(i64::from(status))));
     }
-    attrs.push(("url.scheme", Value::Str("http".into())));
+    attrs.push(("url.scheme", Value::Str(flow.scheme().into())));
     attrs.push(("network.protocol.version", Value::Str(e.version.into())));
     if let Some(route) = flow.route {
         attrs.push(("http.route", Value::Str(route.to_string())));
@@ -195,15 +204,17 @@ pub fn span(flow: HttpFlow<'_>) -> Span {
                 .unwrap_or_default();
             let port = host_port.or(flow.peer.map(|p| p.port()));
             if let Some(path) = path {
+                let default_port = if flow.tls { 443 } else { 80 };
                 let authority = match port {
-                    Some(80) | None => server.clone(),
+                    None => server.clone(),
+                    Some(p) if p == default_port => server.clone(),
                     Some(p) if server.contains(':') => format!("[{server}]:{p}"),
                     Some(p) => format!("{server}:{p}"),
                 };
                 let query = query.map(|q| format!("?{q}")).unwrap_or_default();
                 attrs.push((
                     "url.full",
-                    Value::Str(format!("http://{authority}{path}{query}")),
+                    Value::Str(format!("{}://{authority}{path}{query}", flow.scheme())),
                 ));
             }
             attrs.push(("server.address", Value::Str(server)));
@@ -337,6 +348,7 @@ pub(crate) mod tests {
             start_ns: 100,
             end_ns: 200,
             capture_query: false,
+            tls: false,
         }
     }
 

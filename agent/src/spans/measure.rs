@@ -33,6 +33,8 @@ pub struct Measure<'a> {
     pub duration_ns: u64,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
+    /// `url.scheme`.
+    pub scheme: &'static str,
 }
 
 /// Metric label pairs, sorted by name, borrowed from a [`Measure`] or an RPC
@@ -127,6 +129,7 @@ impl<'a> Measure<'a> {
             duration_ns: flow.end_ns.saturating_sub(flow.start_ns),
             request_body_bytes: e.request_body_bytes,
             response_body_bytes: e.response_body_bytes,
+            scheme: flow.scheme(),
         }
     }
 
@@ -166,7 +169,7 @@ impl<'a> Measure<'a> {
         if let Some(p) = self.server_port {
             pairs.push("server.port", port.set(p));
         }
-        pairs.push("url.scheme", "http");
+        pairs.push("url.scheme", self.scheme);
         pairs.push_resource(self.resource);
         pairs
     }
@@ -218,6 +221,7 @@ mod tests {
                             start_ns: 1_000,
                             end_ns: 5_000,
                             capture_query: false,
+                            tls: false,
                         };
                         let peer_ip = peer.map(|p| p.ip().to_string());
                         let m = Measure::new(&flow, peer_ip.as_deref());

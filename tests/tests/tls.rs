@@ -1,0 +1,265 @@
+//! HTTPS seen in plaintext through uprobes on OpenSSL: real clients (curl,
+//! Python's `ssl`) and a real server (nginx `listen … ssl`) on loopback, with
+//! a self-signed certificate made by the test.
+
+use std::time::Duration;
+
+use agent::spans::{Span, SpanKind, Value};
+use e2e::{Running, peers, privileged, settings_for_ports};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn text(span: &Span, key: &str) -> Option<String> {
+    match span.attribute(key)? {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::StrArray(a) => Some(a.join(",")),
+    }
+}
+
+/// Waits until the agent has probed the host's OpenSSL (it does so at start).
+async fn tls_ready(agent: &Running) {
+    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let metrics = tokio::task::spawn_blocking(move || e2e::scrape(addr))
+            .await
+            .expect("scrape");
+        let attached = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("agent_tls_libraries "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if attached > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no OpenSSL probed:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_to_nginx_over_https_in_plaintext() {
+    if !privileged("curl_to_nginx_over_https_in_plaintext") {
+        return;
+    }
+    let nginx = peers::Server::tls_nginx();
+    let mut agent = Running::start(settings_for_ports(&[nginx.port]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    let base = format!("https://127.0.0.1:{}", nginx.port);
+    // One keep-alive connection, four requests, one response over 16 KiB.
+    let (curl, _) = peers::curl(
+        ["/users/1", "/big", "/status/503", "/users/2"]
+            .iter()
+            .flat_map(|p| {
+                ["-k", "--http1.1", "-o", "/dev/null"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain([format!("{base}{p}")])
+            })
+            .collect(),
+    )
+    .await;
+    let spans = agent
+        .spans_until(&[curl, nginx.pid()], DEADLINE, |s| s.len() >= 8)
+        .await;
+    let of = |pid: u32, kind: SpanKind| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| s.resource.pid == pid && s.kind == kind)
+            .collect()
+    };
+    let (clients, servers) = (
+        of(curl, SpanKind::Client),
+        of(nginx.pid(), SpanKind::Server),
+    );
+    let metrics = e2e::scrape(agent.handle.prometheus.expect("Prometheus endpoint"));
+    let tls_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("tls") && !l.starts_with('#'))
+        .collect();
+    assert_eq!(clients.len(), 4, "curl's spans: {spans:#?}\n{tls_lines:#?}");
+    assert_eq!(servers.len(), 4, "nginx's spans: {spans:#?}");
+    for (span, (path, status)) in servers.iter().zip([
+        ("/users/1", "200"),
+        ("/big", "200"),
+        ("/status/503", "503"),
+        ("/users/2", "200"),
+    ]) {
+        assert_eq!(text(span, "url.scheme").as_deref(), Some("https"));
+        assert_eq!(text(span, "url.path").as_deref(), Some(path));
+        assert_eq!(text(span, "http.request.method").as_deref(), Some("GET"));
+        assert_eq!(
+            text(span, "http.response.status_code").as_deref(),
+            Some(status)
+        );
+        assert!(span.end_time_unix_nano > span.start_time_unix_nano);
+    }
+    let big = servers[1];
+    assert_eq!(
+        text(big, "http.response.body.size").as_deref(),
+        Some("40960")
+    );
+    for span in &clients {
+        assert_eq!(text(span, "url.scheme").as_deref(), Some("https"));
+        let full = text(span, "url.full").unwrap_or_default();
+        assert!(full.starts_with("https://127.0.0.1:"), "{full}");
+    }
+    assert_eq!(
+        text(clients[2], "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    // The ciphertext was never parsed as HTTP.
+    let snapshot = agent.handle.snapshot();
+    assert!(snapshot.kernel_loss(agent_common::Loss::TlsCiphertext) > 0);
+    assert_eq!(snapshot.kernel_loss(agent_common::Loss::TlsNoSocket), 0);
+    agent.handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_imports_ssl_late_and_is_seen() {
+    if !privileged("python_imports_ssl_late_and_is_seen") {
+        return;
+    }
+    let nginx = peers::Server::tls_nginx();
+    let mut agent = Running::start(settings_for_ports(&[nginx.port]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    // Started after the agent; `ssl` (and libssl) loaded only after a
+    // plain-TCP connection was made.
+    let python = peers::python(format!(
+        r#"
+import socket, time
+socket.create_connection(("127.0.0.1", {port})).close()
+time.sleep(0.5)
+import ssl, http.client
+ctx = ssl._create_unverified_context()
+c = http.client.HTTPSConnection("127.0.0.1", {port}, context=ctx)
+for p in ("/a", "/b", "/big"):
+    c.request("GET", p); c.getresponse().read()
+"#,
+        port = nginx.port
+    ))
+    .await;
+    let spans = agent
+        .spans_until(&[python], DEADLINE, |s| s.len() >= 3)
+        .await;
+    let paths: Vec<String> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client)
+        .filter_map(|s| text(s, "url.full"))
+        .collect();
+    assert_eq!(paths.len(), 3, "{spans:#?}");
+    for (full, path) in paths.iter().zip(["/a", "/b", "/big"]) {
+        assert_eq!(full, &format!("https://127.0.0.1:{}{path}", nginx.port));
+    }
+    agent.handle.stop().await;
+}
+
+/// Builds `peers/tls_client.c` (dynamically, or statically from
+/// `libssl-dev`'s archives) into `dir`.
+fn build_tls_client(dir: &std::path::Path, static_link: bool) -> std::path::PathBuf {
+    let out = dir.join(if static_link {
+        "tls_client_static"
+    } else {
+        "tls_client"
+    });
+    let mut cc = std::process::Command::new("cc");
+    cc.args(["-O1", "-o"]).arg(&out);
+    cc.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/tls_client.c"));
+    if static_link {
+        cc.arg("-static");
+    }
+    let built = cc
+        .args(["-lssl", "-lcrypto"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("cc (gcc, libssl-dev)");
+    assert!(built.success(), "building {}", out.display());
+    out
+}
+
+/// Runs the C client to completion: its pid and the `status length` lines it printed.
+async fn run_client(program: std::path::PathBuf, args: Vec<String>) -> (u32, Vec<String>) {
+    tokio::task::spawn_blocking(move || {
+        let child = std::process::Command::new(&program)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("tls_client");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("tls_client output");
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}",
+            program.display(),
+            out.status
+        );
+        let lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        (pid, lines)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seccomp_filtered_client_survives_and_a_static_one_is_seen() {
+    if !privileged("a_seccomp_filtered_client_survives_and_a_static_one_is_seen") {
+        return;
+    }
+    let dir = e2e::profiling::temp_dir("tls-clients");
+    let dynamic = build_tls_client(&dir, false);
+    let static_client = build_tls_client(&dir, true);
+    let nginx = peers::Server::tls_nginx();
+    let mut agent = Running::start(settings_for_ports(&[nginx.port]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    let port = nginx.port.to_string();
+
+    // A filter that kills on the uretprobe syscall: a uretprobe would kill it.
+    let args = ["--seccomp", &port, "/users/1", "/big", "/users/2"]
+        .map(String::from)
+        .to_vec();
+    let (pid, lines) = run_client(dynamic, args).await;
+    assert_eq!(
+        lines,
+        ["200 3", "200 40960", "200 3"],
+        "the client got its answers"
+    );
+    let spans = agent.spans_until(&[pid], DEADLINE, |s| s.len() >= 3).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    assert!(
+        spans
+            .iter()
+            .all(|s| text(s, "url.scheme").as_deref() == Some("https"))
+    );
+
+    // Its own OpenSSL, linked in: probed once the agent saw its first socket.
+    let args = ["--pause", "1000", &port, "/a", "/status/503"]
+        .map(String::from)
+        .to_vec();
+    let (pid, lines) = run_client(static_client, args).await;
+    assert_eq!(lines, ["200 3", "503 12"]);
+    let spans = agent.spans_until(&[pid], DEADLINE, |s| s.len() >= 2).await;
+    let statuses: Vec<Option<String>> = spans
+        .iter()
+        .map(|s| text(s, "http.response.status_code"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [Some("200".into()), Some("503".into())],
+        "{spans:#?}"
+    );
+    agent.handle.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
