@@ -72,6 +72,10 @@ impl AgentHandle {
     /// Detaches the programs, then drains what they already emitted and flushes it.
     pub async fn stop(mut self) -> Snapshot {
         let capture = Arc::clone(&self.capture);
+        // The TLS uprobes go while the rest flushes (their removal is slow).
+        let uprobes = locked(&capture).take_uprobes();
+        let uprobes_gone =
+            tokio::task::spawn_blocking(move || crate::capture::drop_in_parallel(uprobes));
         let detached = tokio::task::spawn_blocking(move || locked(&capture).detach());
         if let Err(error) = detached.await {
             tracing::warn!(%error, "detaching");
@@ -90,6 +94,7 @@ impl AgentHandle {
         if tokio::time::timeout(STOP_TIMEOUT, exporters).await.is_err() {
             tracing::warn!("exporters did not flush within {STOP_TIMEOUT:?}");
         }
+        let _ = uprobes_gone.await;
         self.snapshot()
     }
 }

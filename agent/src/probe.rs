@@ -209,7 +209,7 @@ fn syscall_tracepoints(tracefs: &str) -> Capability {
     }
 }
 
-fn event_source(name: &'static str, pmu: &str, required: bool) -> Capability {
+fn event_source(name: &'static str, pmu: &str, required: bool, used_for: &str) -> Capability {
     let ok = Path::new("/sys/bus/event_source/devices")
         .join(pmu)
         .join("type")
@@ -219,9 +219,9 @@ fn event_source(name: &'static str, pmu: &str, required: bool) -> Capability {
         status: if ok { Status::Ok } else { Status::Missing },
         required,
         detail: if ok {
-            format!("/sys/bus/event_source/devices/{pmu}")
+            format!("/sys/bus/event_source/devices/{pmu} ({used_for})")
         } else {
-            format!("no {pmu} PMU in /sys/bus/event_source/devices (not used for capture)")
+            format!("no {pmu} PMU in /sys/bus/event_source/devices ({used_for})")
         },
     }
 }
@@ -346,9 +346,14 @@ pub fn probe() -> Report {
         is_program_supported(ProgramType::RawTracePoint).map_err(|e| e.to_string()),
         "BPF_PROG_TYPE_RAW_TRACEPOINT (fast capture path)",
     ));
-    capabilities.push(event_source("uprobes", "uprobe", false));
+    capabilities.push(event_source(
+        "uprobes",
+        "uprobe",
+        false,
+        "TLS plaintext from OpenSSL; without it HTTPS is not visible",
+    ));
     capabilities.push(perf_events());
-    capabilities.push(event_source("kprobes", "kprobe", false));
+    capabilities.push(event_source("kprobes", "kprobe", false, "not used"));
     capabilities.push(supported(
         "fentry",
         false,

@@ -263,3 +263,78 @@ async fn a_seccomp_filtered_client_survives_and_a_static_one_is_seen() {
     agent.handle.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_https_is_counted_as_not_visible_never_parsed() {
+    let test = "node_https_is_counted_as_not_visible_never_parsed";
+    if !privileged(test) {
+        return;
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED {test}: node not installed");
+        return;
+    }
+    let nginx = peers::Server::tls_nginx();
+    let mut agent = Running::start(settings_for_ports(&[nginx.port]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    // Ten requests on one keep-alive connection: more records than a handshake.
+    let script = format!(
+        "const https = require('https'); \
+         const agent = new https.Agent({{ keepAlive: true, maxSockets: 1 }}); \
+         let n = 0; \
+         const go = () => https.get({{ host: '127.0.0.1', port: {port}, path: '/n' + n, \
+             rejectUnauthorized: false, agent }}, (r) => {{ r.resume(); \
+             r.on('end', () => {{ if (++n < 10) go(); else process.exit(0); }}); }}); \
+         go();",
+        port = nginx.port
+    );
+    let node = tokio::task::spawn_blocking(move || {
+        let child = std::process::Command::new("node")
+            .args(["-e", &script])
+            .spawn()
+            .expect("node");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("node output");
+        assert!(out.status.success(), "node: {}", out.status);
+        pid
+    })
+    .await
+    .expect("join");
+    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let counted = loop {
+        let metrics = tokio::task::spawn_blocking(move || e2e::scrape(addr))
+            .await
+            .expect("scrape");
+        if let Some(line) = metrics
+            .lines()
+            .find(|l| l.starts_with("agent_tls_not_visible_connections_total{executable=\"node\"}"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "node not counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(counted.ends_with(" 1"), "{counted}");
+    // nginx answered through OpenSSL (server spans), node's side has none.
+    let spans = agent
+        .spans_until(&[node, nginx.pid()], Duration::from_secs(3), |s| {
+            s.len() >= 10
+        })
+        .await;
+    assert!(
+        spans.iter().all(|s| s.resource.pid != node),
+        "no span from ciphertext: {spans:#?}"
+    );
+    assert_eq!(spans.len(), 10, "nginx's own side is plaintext: {spans:#?}");
+    agent.handle.stop().await;
+}

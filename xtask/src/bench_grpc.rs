@@ -38,23 +38,23 @@ const SERVICE: &str = "tonic_peer";
 
 /// What one h2load run measured.
 #[derive(Debug, Default, Clone)]
-struct H2load {
-    started: u64,
-    done: u64,
+pub(crate) struct H2load {
+    pub(crate) started: u64,
+    pub(crate) done: u64,
     /// 2xx responses (a gRPC error would still be a 200: echo does not fail).
-    succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Failed requests (errored and timed-out ones included).
-    failed: u64,
-    per_second: f64,
-    mean_us: f64,
-    max_us: f64,
+    pub(crate) failed: u64,
+    pub(crate) per_second: f64,
+    pub(crate) mean_us: f64,
+    pub(crate) max_us: f64,
     /// From `--log-file`.
-    p50_us: f64,
-    p99_us: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
 }
 
 /// Parses h2load's summary.
-fn parse_h2load(out: &str) -> Option<H2load> {
+pub(crate) fn parse_h2load(out: &str) -> Option<H2load> {
     let mut load = H2load::default();
     for line in out.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("finished in") {
@@ -86,7 +86,7 @@ fn parse_h2load(out: &str) -> Option<H2load> {
 
 /// p50 and p99 (µs) of the 2xx requests of an h2load `--log-file` (start in µs
 /// since the epoch, status, µs until the end of the response).
-fn percentiles(log: &str) -> (f64, f64) {
+pub(crate) fn percentiles(log: &str) -> (f64, f64) {
     let mut us: Vec<f64> = log
         .lines()
         .filter_map(|l| {

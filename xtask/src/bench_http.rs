@@ -233,9 +233,19 @@ impl Drop for Killed {
 }
 
 /// The nginx configuration of the benchmark: one worker, no logs, one
-/// constant response, every path under `dir`.
-fn nginx_conf(dir: &Path, port: u16) -> String {
+/// constant response, every path under `dir`; with `tls`, HTTPS with the
+/// certificate in `dir` (see [`start_nginx`]).
+fn nginx_conf(dir: &Path, port: u16, tls: bool) -> String {
     let d = dir.display();
+    let listen = if tls {
+        format!(
+            "{port} ssl;\n\
+             \x20       ssl_certificate {d}/cert.pem;\n\
+             \x20       ssl_certificate_key {d}/key.pem"
+        )
+    } else {
+        port.to_string()
+    };
     format!(
         "daemon off;\n\
          master_process off;\n\
@@ -252,21 +262,21 @@ fn nginx_conf(dir: &Path, port: u16) -> String {
          \x20   uwsgi_temp_path {d}/uwsgi;\n\
          \x20   scgi_temp_path {d}/scgi;\n\
          \x20   server {{\n\
-         \x20       listen 127.0.0.1:{port};\n\
+         \x20       listen 127.0.0.1:{listen};\n\
          \x20       location / {{ return 200 \"ok\\n\"; }}\n\
          \x20   }}\n\
          }}\n"
     )
 }
 
-struct Nginx {
+pub(crate) struct Nginx {
     process: Killed,
-    port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
 impl Nginx {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.0.id()
     }
 }
@@ -285,12 +295,28 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_nginx() -> anyhow::Result<Nginx> {
+/// nginx on a free loopback port; with `tls`, HTTPS with a self-signed
+/// certificate made here.
+pub(crate) fn start_nginx(tls: bool) -> anyhow::Result<Nginx> {
     let dir = std::env::temp_dir().join(format!("agent-bench-nginx-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
+    if tls {
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .stderr(Stdio::null())
+            .status()
+            .context("openssl (Debian package openssl)")?;
+        anyhow::ensure!(made.success(), "openssl req failed");
+    }
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(&dir, port))?;
+    std::fs::write(&conf, nginx_conf(&dir, port, tls))?;
     let log = std::fs::File::create(dir.join("stderr.log"))?;
     let child = Command::new("nginx")
         .args(["-e", "stderr", "-c"])
@@ -892,7 +918,7 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub fn run(seconds: u64, agent_args: &[String], agent_env: &[String]) -> anyhow::Result<()> {
-    let nginx = start_nginx()?;
+    let nginx = start_nginx(false)?;
     let url = format!("http://127.0.0.1:{}/", nginx.port);
     let setup = Setup::new(
         nginx.pid(),
@@ -967,7 +993,7 @@ mod tests {
 
     #[test]
     fn renders_nginx_conf() {
-        let conf = nginx_conf(Path::new("/tmp/b"), 8123);
+        let conf = nginx_conf(Path::new("/tmp/b"), 8123, false);
         for line in [
             "daemon off;",
             "master_process off;",

@@ -5,6 +5,7 @@ mod bench_grpc;
 mod bench_http;
 mod bench_profile;
 mod bench_report;
+mod bench_tls;
 mod build_ebpf;
 mod deploy_check;
 mod packages;
@@ -48,7 +49,7 @@ enum Task {
         /// Writes per round (syscalls).
         #[arg(long, default_value_t = 200_000)]
         iterations: u64,
-        /// Seconds of load per phase (http, grpc, profile).
+        /// Seconds of load per phase (http, grpc, tls, profile).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// An extra argument for the agent (http, grpc; repeatable, e.g.
@@ -102,14 +103,16 @@ fn main() -> anyhow::Result<()> {
                 "syscalls" => bench::run(iterations),
                 "http" => bench_http::run(seconds, &agent_args, &agent_env),
                 "grpc" => bench_grpc::run(seconds, &agent_args, &agent_env),
+                "tls" => bench_tls::run(seconds, &agent_args, &agent_env),
                 "profile" => bench_profile::run(seconds.max(30)),
                 "all" => bench::run(iterations)
                     .and_then(|()| bench_http::run(seconds, &agent_args, &agent_env))
                     .and_then(|()| bench_grpc::run(seconds, &agent_args, &agent_env))
+                    .and_then(|()| bench_tls::run(seconds, &agent_args, &agent_env))
                     .and_then(|()| bench_profile::run(seconds.max(30))),
                 other => {
                     anyhow::bail!(
-                        "unknown benchmark {other:?}: syscalls, http, grpc, profile or all"
+                        "unknown benchmark {other:?}: syscalls, http, grpc, tls, profile or all"
                     )
                 }
             }
