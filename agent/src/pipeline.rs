@@ -72,10 +72,18 @@ impl AgentHandle {
     /// Detaches the programs, then drains what they already emitted and flushes it.
     pub async fn stop(mut self) -> Snapshot {
         let capture = Arc::clone(&self.capture);
-        // The TLS uprobes go while the rest flushes (their removal is slow).
+        // The TLS uprobes go on a thread of their own, not waited for: each
+        // removal waits for a kernel grace period (about 45 ms here, and the
+        // kernel serialises them), while nothing they still emit is read.
         let uprobes = locked(&capture).take_uprobes();
-        let uprobes_gone =
-            tokio::task::spawn_blocking(move || crate::capture::drop_in_parallel(uprobes));
+        if !uprobes.is_empty() {
+            let spawned = std::thread::Builder::new()
+                .name("uprobe-detach".into())
+                .spawn(move || crate::capture::drop_in_parallel(uprobes));
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "detaching the TLS uprobes");
+            }
+        }
         let detached = tokio::task::spawn_blocking(move || locked(&capture).detach());
         if let Err(error) = detached.await {
             tracing::warn!(%error, "detaching");
@@ -94,7 +102,6 @@ impl AgentHandle {
         if tokio::time::timeout(STOP_TIMEOUT, exporters).await.is_err() {
             tracing::warn!("exporters did not flush within {STOP_TIMEOUT:?}");
         }
-        let _ = uprobes_gone.await;
         self.snapshot()
     }
 }
@@ -179,6 +186,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
             max_series: settings.max_series,
             spans_consumed: otlp_spans.is_some() || settings.stdout_spans || taps.spans.is_some(),
             k8s: k8s.clone(),
+            tls: tls.clone(),
         },
         Arc::clone(&metrics),
         otlp_metrics,

@@ -3,9 +3,9 @@
  *
  *   tls_client [--seccomp] [--pause MS] PORT PATH...
  *
- * --pause waits after connecting, before the handshake: a process that
- * carries its own OpenSSL (static) is probed once the agent has seen its
- * first socket, which takes the agent milliseconds.
+ * --pause waits after the handshake, before the first request: a program
+ * that carries its own OpenSSL (static) is probed once the agent has seen
+ * its first TLS records, which takes the agent milliseconds.
  *
  * --seccomp installs a filter that kills the process on the uretprobe
  * syscall (x86-64 335, since Linux 6.11) before it makes any TLS call: a
@@ -90,7 +90,6 @@ int main(int argc, char **argv) {
         perror("connect");
         return 1;
     }
-    if (pause_ms > 0) usleep((useconds_t)pause_ms * 1000);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
@@ -98,6 +97,7 @@ int main(int argc, char **argv) {
         ERR_print_errors_fp(stderr);
         return 1;
     }
+    if (pause_ms > 0) usleep((useconds_t)pause_ms * 1000);
     for (; arg < argc; arg++) {
         char req[512];
         int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", argv[arg]);

@@ -244,7 +244,7 @@ async fn a_seccomp_filtered_client_survives_and_a_static_one_is_seen() {
             .all(|s| text(s, "url.scheme").as_deref() == Some("https"))
     );
 
-    // Its own OpenSSL, linked in: probed once the agent saw its first socket.
+    // Its own OpenSSL, linked in: probed once the agent saw its TLS records.
     let args = ["--pause", "1000", &port, "/a", "/status/503"]
         .map(String::from)
         .to_vec();

@@ -79,6 +79,8 @@ pub struct Context {
     pub clock: WallClock,
     pub metrics: Recorders,
     pub self_metrics: Arc<SelfMetrics>,
+    /// See [`super::TrackerSettings::tls`].
+    pub tls: Option<crate::tls::probes::TlsProbes>,
 }
 
 impl Context {
@@ -92,6 +94,7 @@ impl Context {
             ids: IdGenerator::default(),
             routes: Routes::new(&settings.route_patterns, settings.max_routes),
             discovery: Discovery::new(settings.k8s.clone()),
+            tls: settings.tls.clone(),
             active: LruCache::new(NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN)),
             sampler: settings.sampler.clone(),
             spans_consumed: settings.spans_consumed,

@@ -218,6 +218,8 @@ pub struct TrackerSettings {
     pub sampler: Sampler,
     /// Pod metadata, when watching Kubernetes.
     pub k8s: Option<std::sync::Arc<crate::discovery::k8s::K8s>>,
+    /// The TLS probes, told about processes whose connections carry TLS.
+    pub tls: Option<crate::tls::probes::TlsProbes>,
     /// Query strings in spans (opt-in).
     pub capture_query: bool,
     /// Header names whose values go into spans (opt-in, lower case).

@@ -40,7 +40,11 @@ impl Module for Tls {
         chunk.data.first() == Some(&22) && is_tls_record(&chunk.data)
     }
 
-    fn open(&self, _conn: &ConnInfo, _first: &Chunk, _cx: &mut Context) -> Box<dyn Flow> {
+    fn open(&self, conn: &ConnInfo, _first: &Chunk, cx: &mut Context) -> Box<dyn Flow> {
+        // Its plaintext may come from OpenSSL linked into the program itself.
+        if let Some(tls) = &cx.tls {
+            tls.look_at_executable(conn.key.tgid);
+        }
         Box::new(Ciphertext::default())
     }
 }

@@ -67,12 +67,25 @@ struct Library {
     users: HashSet<u32>,
     /// The host's own: kept while the agent runs.
     pinned: bool,
+    /// A program (static OpenSSL), not a library: its users are the
+    /// processes that run it.
+    executable: bool,
+}
+
+/// What the TLS thread is asked to look at.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// A process's mapped libraries (its first connection).
+    Libraries(u32),
+    /// A process's executable: it speaks TLS and no probed library of its
+    /// own may be why (OpenSSL linked in statically).
+    Executable(u32),
 }
 
 /// Asks the TLS thread to look at a process (cheap, never blocks).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TlsProbes {
-    tx: mpsc::SyncSender<u32>,
+    tx: mpsc::SyncSender<Job>,
 }
 
 impl TlsProbes {
@@ -98,7 +111,14 @@ impl TlsProbes {
 
     /// A process had its first socket event (since start or exec).
     pub fn look_at(&self, tgid: u32) {
-        let _ = self.tx.try_send(tgid);
+        let _ = self.tx.try_send(Job::Libraries(tgid));
+    }
+
+    /// A process's connection carries TLS records: its executable may hold
+    /// OpenSSL itself. Only such executables are read (reading every
+    /// executable on a host would cost gigabytes of I/O at start).
+    pub fn look_at_executable(&self, tgid: u32) {
+        let _ = self.tx.try_send(Job::Executable(tgid));
     }
 }
 
@@ -112,7 +132,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: mpsc::Receiver<u32>) {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
         // The host's files through pid 1's root (the agent in a container
         // with hostPID), else the agent's own view (on the host, or where
         // pid 1's root is not readable).
@@ -132,7 +152,8 @@ impl Worker {
         let mut last_sweep = Instant::now();
         loop {
             match rx.recv_timeout(SWEEP) {
-                Ok(tgid) => self.scan(tgid),
+                Ok(Job::Libraries(tgid)) => self.scan(tgid),
+                Ok(Job::Executable(tgid)) => self.executable(tgid),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
@@ -146,7 +167,15 @@ impl Worker {
     /// Every process again: users recounted, libraries nobody maps detached.
     fn sweep(&mut self) {
         for library in self.libraries.values_mut() {
-            library.users.clear();
+            if library.executable {
+                // Still running that program?
+                library.users.retain(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|p| p.to_string_lossy() == library.path)
+                });
+            } else {
+                library.users.clear();
+            }
         }
         let pids: Vec<u32> = std::fs::read_dir("/proc")
             .into_iter()
@@ -187,13 +216,31 @@ impl Worker {
         };
         let mut seen = HashSet::new();
         for mapping in maps.lines().filter_map(Mapping::parse) {
-            if !seen.insert(mapping.id) || !is_candidate(mapping.path) {
+            if !seen.insert(mapping.id) || !is_library(mapping.path) {
                 continue;
             }
             let through = PathBuf::from(format!("/proc/{pid}/map_files/{}", mapping.map_file()));
             self.consider(mapping.id, &through, mapping.path, false, Some(pid));
         }
         SelfMetrics::set(&self.metrics.tls_libraries, self.libraries.len() as u64);
+    }
+
+    /// The executable of `pid`, through `/proc/PID/exe`.
+    fn executable(&mut self, pid: u32) {
+        if pid == self.own_tgid {
+            return;
+        }
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Ok(target) = std::fs::read_link(&exe) else {
+            return;
+        };
+        let name = target.to_string_lossy().into_owned();
+        if !is_candidate(&name) {
+            return;
+        }
+        if let Some(id) = file_id(&exe) {
+            self.consider(id, &exe, &name, false, Some(pid));
+        }
     }
 
     fn consider(&mut self, id: FileId, open: &Path, name: &str, pinned: bool, user: Option<u32>) {
@@ -219,6 +266,7 @@ impl Worker {
                         handles,
                         users: user.into_iter().collect(),
                         pinned,
+                        executable: !is_library(name),
                     },
                 );
             }
@@ -249,14 +297,16 @@ impl Worker {
             return Ok(None);
         };
         let _ = write;
-        let mut capture = locked(&self.capture);
+        // The capture lock is taken per probe: attaching one takes
+        // milliseconds, and the pipeline (and the agent's stop) share it.
+        let capture = &self.capture;
         let mut handles = Vec::new();
         for (function, program) in FUNCTIONS {
             let Some(f) = binary.function(function) else {
                 continue;
             };
             if program == "ssl_free" {
-                handles.push(capture.attach_uprobe(program, path, f.file_offset)?);
+                handles.push(locked(capture).attach_uprobe(program, path, f.file_offset)?);
                 continue;
             }
             // An exit the RET probes miss would leave the call open and
@@ -269,20 +319,19 @@ impl Worker {
                 );
                 continue;
             }
-            handles.push(capture.attach_uprobe(program, path, f.file_offset)?);
+            handles.push(locked(capture).attach_uprobe(program, path, f.file_offset)?);
             for exit in &f.exits {
-                handles.push(capture.attach_uprobe("ssl_return", path, *exit)?);
+                handles.push(locked(capture).attach_uprobe("ssl_return", path, *exit)?);
             }
         }
         Ok(Some(handles))
     }
 }
 
-/// A library or executable that may hold OpenSSL: `libssl.so*` files, and
-/// executables that link it statically (those export `SSL_write`; the ELF
-/// says). Node's executable exports OpenSSL too but drives it over memory
-/// BIOs, with no socket syscall inside a call: not probed (reported as not
-/// visible by the connection's ciphertext instead).
+/// An executable that may link OpenSSL statically (it then has `SSL_write`;
+/// the ELF says). Node's executable has OpenSSL too but drives it over
+/// memory BIOs, with no socket syscall inside a call: not probed (its
+/// connections are counted as not visible instead).
 fn is_candidate(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     if is_library(path) {
