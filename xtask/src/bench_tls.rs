@@ -71,7 +71,7 @@ pub fn run(seconds: u64, agent_args: &[String], agent_env: &[String]) -> anyhow:
         },
         Spans {
             metric: "http_client_request_duration_seconds_count",
-            filter: format!("server_port=\"{}\",url_scheme=\"https\"", nginx.port),
+            filter: format!("server_port=\"{}\"", nginx.port),
         },
         agent_args,
         agent_env,
