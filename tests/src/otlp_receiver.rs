@@ -163,3 +163,28 @@ impl Received {
         got
     }
 }
+
+/// The agent's OTLP settings for tests: both signals over `protocol` to
+/// these endpoints, short batching and metric intervals, and `resource`
+/// added to every resource.
+pub fn settings(
+    protocol: agent::export::otlp::Protocol,
+    traces: String,
+    metrics: String,
+    resource: Vec<(String, String)>,
+) -> agent::export::otlp::OtlpSettings {
+    agent::export::otlp::OtlpSettings {
+        traces: Some(protocol),
+        metrics: Some(protocol),
+        traces_endpoint: Some(traces),
+        metrics_endpoint: Some(metrics),
+        batching: agent::export::otlp::Batching {
+            max_queue: 2048,
+            delay: std::time::Duration::from_millis(100),
+            max_batch: 512,
+            timeout: std::time::Duration::from_secs(5),
+        },
+        metric_interval: std::time::Duration::from_millis(300),
+        resource_attributes: resource,
+    }
+}

@@ -10,7 +10,7 @@ use std::{path::Path, time::Duration};
 use agent::{
     Settings,
     config::{K8sMode, K8sSettings},
-    export::otlp::{Batching, OtlpSettings, Protocol},
+    export::otlp::Protocol,
 };
 use e2e::{
     Running,
@@ -121,20 +121,13 @@ async fn a_pods_processes_are_named_on_spans_metrics_and_profiles() {
     settings.ports = vec![server.port];
     settings.profiling.dir = None;
     settings.profiling.pyroscope_url = Some(format!("http://{pyro_addr}"));
-    settings.otlp = Some(OtlpSettings {
-        traces: Some(Protocol::Grpc),
-        metrics: Some(Protocol::Grpc),
-        traces_endpoint: Some(format!("http://{otlp_addr}")),
-        metrics_endpoint: Some(format!("http://{otlp_addr}")),
-        batching: Batching {
-            max_queue: 2048,
-            delay: Duration::from_millis(100),
-            max_batch: 512,
-            timeout: Duration::from_secs(5),
-        },
-        metric_interval: Duration::from_millis(300),
-        resource_attributes: Vec::new(),
-    });
+    let endpoint = format!("http://{otlp_addr}");
+    settings.otlp = Some(otlp_receiver::settings(
+        Protocol::Grpc,
+        endpoint.clone(),
+        endpoint,
+        Vec::new(),
+    ));
     settings.k8s = k8s_settings(&kubeconfig);
     let mut agent = Running::start(settings).await.expect("agent starts");
     let text = metrics_until(&agent, |t| gauge(t, "agent_k8s_pods") == Some(1)).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use agent::{
     Settings,
-    export::otlp::{Batching, OtlpSettings, Protocol},
+    export::otlp::{OtlpSettings, Protocol},
 };
 use e2e::{
     Running,
@@ -25,20 +25,8 @@ use opentelemetry_proto::tonic::{
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn otlp_settings(protocol: Protocol, traces: String, metrics: String) -> OtlpSettings {
-    OtlpSettings {
-        traces: Some(protocol),
-        metrics: Some(protocol),
-        traces_endpoint: Some(traces),
-        metrics_endpoint: Some(metrics),
-        batching: Batching {
-            max_queue: 2048,
-            delay: Duration::from_millis(100),
-            max_batch: 512,
-            timeout: Duration::from_secs(5),
-        },
-        metric_interval: Duration::from_millis(300),
-        resource_attributes: vec![("deployment.environment".into(), "e2e".into())],
-    }
+    let resource = vec![("deployment.environment".into(), "e2e".into())];
+    otlp_receiver::settings(protocol, traces, metrics, resource)
 }
 
 fn agent_settings(port: u16, otlp: OtlpSettings) -> Settings {

@@ -17,6 +17,20 @@ fn text(span: &Span, key: &str) -> Option<String> {
     }
 }
 
+/// nginx over HTTPS and an agent watching it that has probed the host's
+/// OpenSSL; `None` (SKIPPED) when not root.
+async fn https_setup(test: &str) -> Option<(peers::Server, Running)> {
+    if !privileged(test) {
+        return None;
+    }
+    let nginx = peers::Server::tls_nginx();
+    let agent = Running::start(settings_for_ports(&[nginx.port]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    Some((nginx, agent))
+}
+
 /// Waits until the agent has probed the host's OpenSSL (it does so at start).
 async fn tls_ready(agent: &Running) {
     let addr = agent.handle.prometheus.expect("Prometheus endpoint");
@@ -43,14 +57,10 @@ async fn tls_ready(agent: &Running) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_to_nginx_over_https_in_plaintext() {
-    if !privileged("curl_to_nginx_over_https_in_plaintext") {
+    let Some((nginx, mut agent)) = https_setup("curl_to_nginx_over_https_in_plaintext").await
+    else {
         return;
-    }
-    let nginx = peers::Server::tls_nginx();
-    let mut agent = Running::start(settings_for_ports(&[nginx.port]))
-        .await
-        .expect("agent starts");
-    tls_ready(&agent).await;
+    };
     let base = format!("https://127.0.0.1:{}", nginx.port);
     // One keep-alive connection, four requests, one response over 16 KiB.
     let (curl, _) = peers::curl(
@@ -123,14 +133,9 @@ async fn curl_to_nginx_over_https_in_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_imports_ssl_late_and_is_seen() {
-    if !privileged("python_imports_ssl_late_and_is_seen") {
+    let Some((nginx, mut agent)) = https_setup("python_imports_ssl_late_and_is_seen").await else {
         return;
-    }
-    let nginx = peers::Server::tls_nginx();
-    let mut agent = Running::start(settings_for_ports(&[nginx.port]))
-        .await
-        .expect("agent starts");
-    tls_ready(&agent).await;
+    };
     // Started after the agent; `ssl` (and libssl) loaded only after a
     // plain-TCP connection was made.
     let python = peers::python(format!(
