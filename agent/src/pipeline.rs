@@ -72,18 +72,9 @@ impl AgentHandle {
     /// Detaches the programs, then drains what they already emitted and flushes it.
     pub async fn stop(mut self) -> Snapshot {
         let capture = Arc::clone(&self.capture);
-        // The TLS uprobes go on a thread of their own, not waited for: each
-        // removal waits for a kernel grace period (about 45 ms here, and the
-        // kernel serialises them), while nothing they still emit is read.
+        // The TLS uprobes stay until the end (their plaintext has no socket
+        // events left to join once the data path is detached).
         let uprobes = locked(&capture).take_uprobes();
-        if !uprobes.is_empty() {
-            let spawned = std::thread::Builder::new()
-                .name("uprobe-detach".into())
-                .spawn(move || crate::capture::drop_in_parallel(uprobes));
-            if let Err(error) = spawned {
-                tracing::warn!(%error, "detaching the TLS uprobes");
-            }
-        }
         let detached = tokio::task::spawn_blocking(move || locked(&capture).detach());
         if let Err(error) = detached.await {
             tracing::warn!(%error, "detaching");
@@ -101,6 +92,18 @@ impl AgentHandle {
         let exporters = futures_join(std::mem::take(&mut self.exporters));
         if tokio::time::timeout(STOP_TIMEOUT, exporters).await.is_err() {
             tracing::warn!("exporters did not flush within {STOP_TIMEOUT:?}");
+        }
+        // Then they go on a thread of their own, not waited for: each removal
+        // waits for a kernel grace period (about 45 ms here, serialised by
+        // the kernel), and run beside the other links' detach they slowed
+        // it from 0.1 to 0.7 s.
+        if !uprobes.is_empty() {
+            let spawned = std::thread::Builder::new()
+                .name("uprobe-detach".into())
+                .spawn(move || crate::capture::drop_in_parallel(uprobes));
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "detaching the TLS uprobes");
+            }
         }
         self.snapshot()
     }
@@ -400,6 +403,9 @@ impl Processor {
             // already in flight, or after the verdict aged out, get here.
             locked(&self.capture).deny(event.tgid);
             return;
+        }
+        if event.flags & agent_common::flags::TLS != 0 {
+            SelfMetrics::add(&self.metrics.tls_records, 1);
         }
         if event.direction.is_some() {
             let missed = u64::try_from(event.bytes)

@@ -92,6 +92,8 @@ pub struct SelfMetrics {
     tls_not_visible: Mutex<BTreeMap<String, u64>>,
     /// Gauge: TLS library files with probes attached.
     pub tls_libraries: AtomicU64,
+    /// Plaintext records from TLS library calls.
+    pub tls_records: AtomicU64,
 }
 
 impl SelfMetrics {
@@ -173,6 +175,7 @@ impl SelfMetrics {
             k8s_lists: get(&self.k8s_lists),
             k8s_watch_errors: get(&self.k8s_watch_errors),
             tls_libraries: get(&self.tls_libraries),
+            tls_records: get(&self.tls_records),
             tls_not_visible: self
                 .tls_not_visible
                 .lock()
@@ -237,6 +240,7 @@ pub struct Snapshot {
     pub k8s_lists: u64,
     pub k8s_watch_errors: u64,
     pub tls_libraries: u64,
+    pub tls_records: u64,
     /// TLS connections not visible, by executable name.
     pub tls_not_visible: Vec<(String, u64)>,
     /// Profile exports by (destination, outcome).

@@ -253,12 +253,12 @@ impl Server {
     /// nginx serving HTTPS (HTTP/1.1) with a self-signed certificate made
     /// here: `/status/503` answers 503, `/big` a 40 KiB file, anything else 200.
     pub fn tls_nginx() -> Server {
-        Server::nginx(
-            "tls",
-            "ssl",
-            "ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; \
-             location = /big { alias {d}/big.txt; }",
-        )
+        Server::nginx("tls", "ssl", TLS_SERVER)
+    }
+
+    /// [`Server::tls_nginx`] with HTTP/2 (ALPN `h2`) beside HTTP/1.1.
+    pub fn tls_h2_nginx() -> Server {
+        Server::nginx("tls-h2", "ssl http2", TLS_SERVER)
     }
 
     /// nginx on a free loopback port, `listen … {listen}`, with `extra`
@@ -272,7 +272,7 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("e2e-{name}-nginx-{port}"));
         std::fs::create_dir_all(&dir).expect("nginx dir");
         let d = dir.display().to_string();
-        if listen == "ssl" {
+        if listen.starts_with("ssl") {
             let status = Command::new("openssl")
                 .args([
                     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -323,6 +323,10 @@ impl Server {
         }
     }
 }
+
+/// The certificate (made in the scratch directory) and the 40 KiB `/big`.
+const TLS_SERVER: &str = "ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; \
+                          location = /big { alias {d}/big.txt; }";
 
 /// Runs `h2load` (Debian `nghttp2-client`) to completion; returns its pid and
 /// the requests it reports as succeeded.

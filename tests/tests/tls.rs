@@ -128,6 +128,11 @@ async fn curl_to_nginx_over_https_in_plaintext() {
     let snapshot = agent.handle.snapshot();
     assert!(snapshot.kernel_loss(agent_common::Loss::TlsCiphertext) > 0);
     assert_eq!(snapshot.kernel_loss(agent_common::Loss::TlsNoSocket), 0);
+    assert!(
+        snapshot.tls_records >= 8,
+        "calls seen: {}",
+        snapshot.tls_records
+    );
     agent.handle.stop().await;
 }
 
@@ -342,4 +347,168 @@ async fn node_https_is_counted_as_not_visible_never_parsed() {
     );
     assert_eq!(spans.len(), 10, "nginx's own side is plaintext: {spans:#?}");
     agent.handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_is_parsed_as_http2() {
+    let test = "http2_over_tls_is_parsed_as_http2";
+    if !privileged(test) {
+        return;
+    }
+    let nginx = peers::Server::tls_h2_nginx();
+    let mut agent = Running::start(settings_for_ports(&[nginx.port]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    let base = format!("https://127.0.0.1:{}", nginx.port);
+    // ALPN h2; three streams on one connection.
+    let (curl, _) = peers::curl(
+        ["/h2/a", "/big", "/status/503"]
+            .iter()
+            .flat_map(|p| {
+                ["-k", "--http2", "-o", "/dev/null"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain([format!("{base}{p}")])
+            })
+            .collect(),
+    )
+    .await;
+    let spans = agent
+        .spans_until(&[nginx.pid(), curl], DEADLINE, |s| s.len() >= 6)
+        .await;
+    let servers: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server)
+        .collect();
+    assert_eq!(servers.len(), 3, "{spans:#?}");
+    for (span, status) in servers.iter().zip(["200", "200", "503"]) {
+        assert_eq!(text(span, "network.protocol.version").as_deref(), Some("2"));
+        assert_eq!(text(span, "url.scheme").as_deref(), Some("https"));
+        assert_eq!(
+            text(span, "http.response.status_code").as_deref(),
+            Some(status)
+        );
+    }
+    agent.handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_typed_through_openssl_s_client_and_s_server() {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let test = "an_exchange_typed_through_openssl_s_client_and_s_server";
+    if !privileged(test) {
+        return;
+    }
+    let dir = e2e::profiling::temp_dir("tls-s-server");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut agent = Running::start(settings_for_ports(&[port]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    let piped = std::process::Stdio::piped;
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert"])
+        .arg(dir.join("cert.pem"))
+        .arg("-key")
+        .arg(dir.join("key.pem"))
+        .stdin(piped())
+        .stdout(piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // That probe connection made s_server print nothing; the real one follows.
+    let mut client = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(piped())
+        .stdout(piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let (server_pid, client_pid) = (server.id(), client.id());
+    let exchange = tokio::task::spawn_blocking(move || {
+        let mut to_server = server.stdin.take().expect("stdin");
+        let mut from_server = std::io::BufReader::new(server.stdout.take().expect("stdout"));
+        let mut to_client = client.stdin.take().expect("stdin");
+        let mut from_client = client.stdout.take().expect("stdout");
+        to_client
+            .write_all(b"GET /typed HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("request");
+        let mut line = String::new();
+        while !line.starts_with("Host:") {
+            line.clear();
+            from_server
+                .read_line(&mut line)
+                .expect("request at the server");
+        }
+        to_server
+            .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\ntyped")
+            .expect("response");
+        // s_client prints the whole response; its body ends it.
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"typed") {
+            from_client
+                .read_exact(&mut byte)
+                .expect("response at the client");
+            answer.push(byte[0]);
+        }
+        let _ = client.kill();
+        let _ = server.kill();
+        let _ = client.wait();
+        let _ = server.wait();
+        answer
+    })
+    .await
+    .expect("join");
+    assert!(
+        exchange.starts_with(b"HTTP/1.1 201 Created\r\n"),
+        "{exchange:?}"
+    );
+    let spans = agent
+        .spans_until(&[server_pid, client_pid], DEADLINE, |s| !s.is_empty())
+        .await;
+    // s_server's side. s_client's side is not seen yet (its calls do not
+    // yield a client span here; an open question, see the session note).
+    let span = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server)
+        .unwrap_or_else(|| panic!("s_server's span: {spans:#?}"));
+    assert_eq!(span.name, "GET /typed");
+    assert_eq!(span.resource.pid, server_pid);
+    assert_eq!(text(span, "url.scheme").as_deref(), Some("https"));
+    assert_eq!(
+        text(span, "http.response.status_code").as_deref(),
+        Some("201")
+    );
+    agent.handle.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

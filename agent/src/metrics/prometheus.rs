@@ -317,6 +317,13 @@ pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapsh
     );
     scalar(
         &mut out,
+        "agent_tls_plaintext_records_total",
+        "counter",
+        "Plaintext records from TLS library calls (each read or write that returned data).",
+        &one(s.tls_records),
+    );
+    scalar(
+        &mut out,
         "agent_tls_not_visible_connections_total",
         "counter",
         "TLS connections whose plaintext the agent cannot see (library not probed), by executable.",
