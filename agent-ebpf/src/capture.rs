@@ -549,43 +549,27 @@ fn begin_data(
     Ok(buf)
 }
 
-/// A TLS library's plaintext (`tls`): a data record of socket `fd`, as if
-/// `syscall` had moved `bytes` from `src`.
+/// A TLS library's plaintext (`tls`): exactly what a `read`/`write` of
+/// `bytes` at `src` on socket `fd` reports (prefix copy, or the HTTP/2 frame
+/// walk on connections userspace marked), with `info`'s `TLS` flag.
 #[inline(always)]
 pub fn emit_plaintext(
     pid_tgid: u64,
     fd: i32,
     info: &SockInfo,
     syscall: Syscall,
-    dir: u32,
     bytes: i64,
     src: u64,
 ) -> Result<(), Loss> {
-    let buf = scratch()?;
-    fill_header(
-        &mut buf.header,
-        kind::DATA,
-        pid_tgid,
+    let call = PendingCall {
+        syscall: syscall as u32,
         fd,
-        info,
-        syscall as u32,
-        comm_for(info),
-    );
-    buf.header.bytes = bytes;
-    buf.header.direction = dir;
-    let want = if (bytes as u64) < cap() as u64 {
-        bytes as u32
-    } else {
-        cap()
+        arg1: src,
+        arg2: bytes as u64,
+        arg3: 0,
+        arg4: 0,
     };
-    let captured = if copy_user(&mut buf.data, 0, src, want) {
-        want
-    } else {
-        count_loss(Loss::CopyFailed);
-        buf.header.flags |= flags::COPY_FAILED;
-        0
-    };
-    submit(buf, captured)
+    on_data(pid_tgid, bytes, &call, syscall, Some(*info))
 }
 
 /// read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg.

@@ -11,7 +11,7 @@
 //! The plaintext record is a data record of that socket with `flags::TLS`;
 //! the socket is marked TLS so its ciphertext is skipped from then on.
 
-use agent_common::{Loss, SockInfo, SockKey, Syscall, direction, flags};
+use agent_common::{Loss, SockInfo, SockKey, Syscall, flags};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, uprobe},
@@ -199,14 +199,14 @@ fn on_return(ctx: &ProbeContext) -> Result<(), Loss> {
         count_loss(Loss::OpaqueSkipped);
         return Ok(());
     }
-    let (syscall, dir) = if call.op & WRITE != 0 {
-        (Syscall::Write, direction::EGRESS)
+    let syscall = if call.op & WRITE != 0 {
+        Syscall::Write
     } else {
-        (Syscall::Read, direction::INGRESS)
+        Syscall::Read
     };
     let info = SockInfo {
         flags: info.flags | flags::TLS,
         ..info
     };
-    capture::emit_plaintext(pid_tgid, fd, &info, syscall, dir, bytes, call.buf)
+    capture::emit_plaintext(pid_tgid, fd, &info, syscall, bytes, call.buf)
 }

@@ -100,7 +100,7 @@ impl AgentHandle {
         if !uprobes.is_empty() {
             let spawned = std::thread::Builder::new()
                 .name("uprobe-detach".into())
-                .spawn(move || crate::capture::drop_in_parallel(uprobes));
+                .spawn(move || crate::capture::loader::detach_all(uprobes));
             if let Err(error) = spawned {
                 tracing::warn!(%error, "detaching the TLS uprobes");
             }

@@ -273,18 +273,7 @@ impl Server {
         std::fs::create_dir_all(&dir).expect("nginx dir");
         let d = dir.display().to_string();
         if listen.starts_with("ssl") {
-            let status = Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                ])
-                .args(["-subj", "/CN=localhost", "-keyout"])
-                .arg(dir.join("key.pem"))
-                .arg("-out")
-                .arg(dir.join("cert.pem"))
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl (Debian package openssl)");
-            assert!(status.success(), "openssl req");
+            self_signed_certificate(&dir);
             let big: String = (0..40 * 1024)
                 .map(|i| char::from(b'a' + (i % 26) as u8))
                 .collect();
@@ -322,6 +311,38 @@ impl Server {
             dir: Some(dir),
         }
     }
+}
+
+/// Writes `dir/cert.pem` and `dir/key.pem`: a self-signed certificate for
+/// `localhost`, valid for a day.
+pub fn self_signed_certificate(dir: &std::path::Path) {
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (Debian package openssl)");
+    assert!(status.success(), "openssl req");
+}
+
+/// `curl -k --http… -o /dev/null URL` for each path under `base`, on one
+/// connection (`version`: `--http1.1`, `--http2`).
+pub async fn curl_tls(base: &str, version: &str, paths: &[&str]) -> u32 {
+    let args = paths
+        .iter()
+        .flat_map(|p| {
+            ["-k", version, "-o", "/dev/null"]
+                .map(String::from)
+                .into_iter()
+                .chain([format!("{base}{p}")])
+        })
+        .collect();
+    curl(args).await.0
 }
 
 /// The certificate (made in the scratch directory) and the 40 KiB `/big`.

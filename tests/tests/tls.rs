@@ -63,18 +63,8 @@ async fn curl_to_nginx_over_https_in_plaintext() {
     };
     let base = format!("https://127.0.0.1:{}", nginx.port);
     // One keep-alive connection, four requests, one response over 16 KiB.
-    let (curl, _) = peers::curl(
-        ["/users/1", "/big", "/status/503", "/users/2"]
-            .iter()
-            .flat_map(|p| {
-                ["-k", "--http1.1", "-o", "/dev/null"]
-                    .map(String::from)
-                    .into_iter()
-                    .chain([format!("{base}{p}")])
-            })
-            .collect(),
-    )
-    .await;
+    let paths = ["/users/1", "/big", "/status/503", "/users/2"];
+    let curl = peers::curl_tls(&base, "--http1.1", &paths).await;
     let spans = agent
         .spans_until(&[curl, nginx.pid()], DEADLINE, |s| s.len() >= 8)
         .await;
@@ -362,18 +352,7 @@ async fn http2_over_tls_is_parsed_as_http2() {
     tls_ready(&agent).await;
     let base = format!("https://127.0.0.1:{}", nginx.port);
     // ALPN h2; three streams on one connection.
-    let (curl, _) = peers::curl(
-        ["/h2/a", "/big", "/status/503"]
-            .iter()
-            .flat_map(|p| {
-                ["-k", "--http2", "-o", "/dev/null"]
-                    .map(String::from)
-                    .into_iter()
-                    .chain([format!("{base}{p}")])
-            })
-            .collect(),
-    )
-    .await;
+    let curl = peers::curl_tls(&base, "--http2", &["/h2/a", "/big", "/status/503"]).await;
     let spans = agent
         .spans_until(&[nginx.pid(), curl], DEADLINE, |s| s.len() >= 6)
         .await;
@@ -401,18 +380,7 @@ async fn an_exchange_typed_through_openssl_s_client_and_s_server() {
         return;
     }
     let dir = e2e::profiling::temp_dir("tls-s-server");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
+    peers::self_signed_certificate(&dir);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")

@@ -24,7 +24,7 @@ use crate::{
     bench::release_binary,
     bench_http::{
         Killed, Measured, RunTable, Setup, Spans, Variant, agent_cell, measure, millis,
-        print_losses,
+        print_losses, spans_verdict,
     },
     bench_report::{self, j, num, ratio},
 };
@@ -172,7 +172,7 @@ fn start_server() -> anyhow::Result<(Killed, u16)> {
 
 /// Spans match RPCs: at least every one h2load saw answered, at most every one
 /// it started (some are in flight when it stops).
-fn spans_match(spans: f64, load: &H2load) -> bool {
+pub(crate) fn spans_match(spans: f64, load: &H2load) -> bool {
     (load.succeeded as f64..=load.started as f64).contains(&spans)
 }
 
@@ -250,19 +250,11 @@ pub fn run(seconds: u64, agent_args: &[String], agent_env: &[String]) -> anyhow:
     );
     t.agent_rows("RPC", |l| l.succeeded);
     t.print();
-    let exact = on.agent.as_ref().map(|a| {
-        (
-            spans_match(a.server_spans, &on.load) && spans_match(a.client_spans, &on.load),
-            a.dropped_total() == 0.0,
-        )
-    });
-    if let Some((spans, no_drops)) = exact {
-        println!(
-            "spans == RPCs (server and client; succeeded <= spans <= started): {}; drops == 0: {}",
-            if spans { "yes" } else { "NO" },
-            if no_drops { "yes" } else { "NO" }
-        );
-    }
+    let exact = spans_verdict(
+        on.agent.as_ref(),
+        "RPCs (server and client; succeeded <= spans <= started)",
+        |spans| spans_match(spans, &on.load),
+    );
     for (v, m) in &columns {
         if m.load.per_second < RATE as f64 * 0.98 || m.load.failed > 0 {
             println!(

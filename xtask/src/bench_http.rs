@@ -347,6 +347,26 @@ pub(crate) fn start_nginx(tls: bool) -> anyhow::Result<Nginx> {
     }
 }
 
+/// Whether the agent's server and client spans both pass `matches` and it
+/// dropped nothing, printed as `spans == {what}: yes|NO; drops == 0: yes|NO`;
+/// `None` without an agent.
+pub(crate) fn spans_verdict(
+    agent: Option<&AgentFigures>,
+    what: &str,
+    matches: impl Fn(f64) -> bool,
+) -> Option<(bool, bool)> {
+    let a = agent?;
+    let spans = matches(a.server_spans) && matches(a.client_spans);
+    let no_drops = a.dropped_total() == 0.0;
+    let word = |ok: bool| if ok { "yes" } else { "NO" };
+    println!(
+        "spans == {what}: {}; drops == 0: {}",
+        word(spans),
+        word(no_drops)
+    );
+    Some((spans, no_drops))
+}
+
 /// What the agent did during one load run.
 #[derive(Debug, Default)]
 pub(crate) struct AgentFigures {
@@ -861,20 +881,12 @@ fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
         verdict(p99, P99_TARGET)
     );
     let m_on = &columns[1].1;
-    let exact = m_on.agent.as_ref().map(|a| {
-        let done = m_on.load.completed as f64;
-        (
-            a.server_spans == done && a.client_spans == done,
-            a.dropped_total() == 0.0,
-        )
-    });
-    if let Some((spans_exact, no_drops)) = exact {
-        println!(
-            "spans == requests (server and client): {}; drops == 0: {}",
-            if spans_exact { "yes" } else { "NO" },
-            if no_drops { "yes" } else { "NO" }
-        );
-    }
+    let done = m_on.load.completed as f64;
+    let exact = spans_verdict(
+        m_on.agent.as_ref(),
+        "requests (server and client)",
+        |spans| spans == done,
+    );
     for (v, m) in &columns {
         if m.load.achieved_rate < RATE as f64 * 0.98 || m.load.errors > 0 {
             println!(

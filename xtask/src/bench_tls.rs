@@ -13,9 +13,10 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::{
-    bench_grpc::{H2load, parse_h2load, percentiles},
+    bench_grpc::{H2load, parse_h2load, percentiles, spans_match},
     bench_http::{
-        Measured, RunTable, Setup, Spans, Variant, agent_cell, measure, print_losses, start_nginx,
+        Measured, RunTable, Setup, Spans, Variant, agent_cell, measure, print_losses,
+        spans_verdict, start_nginx,
     },
     bench_report::{self, j, num, ratio},
 };
@@ -137,20 +138,11 @@ pub fn run(seconds: u64, agent_args: &[String], agent_env: &[String]) -> anyhow:
         added(&server_us),
         added(&client_us)
     );
-    let exact = on.agent.as_ref().map(|a| {
-        let range = on.load.load.succeeded as f64..=on.load.load.started as f64;
-        (
-            range.contains(&a.server_spans) && range.contains(&a.client_spans),
-            a.dropped_total() == 0.0,
-        )
-    });
-    if let Some((spans, no_drops)) = exact {
-        println!(
-            "spans == requests (server and client, https): {}; drops == 0: {}",
-            if spans { "yes" } else { "NO" },
-            if no_drops { "yes" } else { "NO" }
-        );
-    }
+    let exact = spans_verdict(
+        on.agent.as_ref(),
+        "requests (server and client, https)",
+        |spans| spans_match(spans, &on.load.load),
+    );
     println!("drops and losses during each run:");
     print_losses(&columns);
     bench_report::write_json(

@@ -480,7 +480,7 @@ pub fn wakeup_bytes(ring_bytes: u32) -> u64 {
 }
 
 /// Detaches every link, in parallel (see [`attach_tracepoints`]).
-pub fn detach_all(links: Vec<Link>) {
+pub fn detach_all<L: Send>(links: Vec<L>) {
     std::thread::scope(|scope| {
         for link in links {
             scope.spawn(move || drop(link));

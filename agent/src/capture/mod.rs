@@ -92,7 +92,7 @@ impl Capture {
     /// Detaches every program now (also done on drop).
     pub fn detach(&mut self) {
         loader::detach_all(std::mem::take(&mut self.links));
-        drop_in_parallel(self.take_uprobes());
+        loader::detach_all(self.take_uprobes());
     }
 
     /// The TLS uprobes, owned: dropping them detaches them. Each removal
@@ -209,13 +209,4 @@ impl Drop for Capture {
     fn drop(&mut self) {
         self.detach();
     }
-}
-
-/// Drops `links` (detaching them), each on a thread of its own.
-pub fn drop_in_parallel<T: Send>(links: Vec<T>) {
-    std::thread::scope(|scope| {
-        for link in links {
-            scope.spawn(move || drop(link));
-        }
-    });
 }

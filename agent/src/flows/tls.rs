@@ -22,9 +22,8 @@ const MAX_CHUNKS: u32 = 16;
 /// within the record limit (2^14 plus expansion).
 pub fn is_tls_record(bytes: &[u8]) -> bool {
     match bytes {
-        [kind @ 20..=23, 3, minor @ 0..=4, hi, lo, ..] => {
+        [20..=23, 3, 0..=4, hi, lo, ..] => {
             let len = u16::from_be_bytes([*hi, *lo]);
-            let _ = (kind, minor);
             len > 0 && usize::from(len) <= (1 << 14) + 2048
         }
         _ => false,

@@ -55,13 +55,18 @@ impl<'a> Pairs<'a> {
         }
     }
 
-    /// Appends the resource's labels (`service.name`, and in Kubernetes its
-    /// pod's), then sorts by name.
+    /// Inserts the resource's labels (`service.name`, and in Kubernetes its
+    /// pod's) at their places by name, among pairs already in order.
     pub fn push_resource(&mut self, resource: &'a Resource) {
         for (name, value) in resource.metric_labels() {
-            self.push(name, value);
+            if self.len == self.items.len() {
+                return;
+            }
+            let at = self.items[..self.len].partition_point(|(n, _)| *n < name);
+            self.items.copy_within(at..self.len, at + 1);
+            self.items[at] = (name, value);
+            self.len += 1;
         }
-        self.items[..self.len].sort_unstable_by_key(|(name, _)| *name);
     }
 
     pub fn as_slice(&self) -> &[(&'static str, &'a str)] {

@@ -67,9 +67,6 @@ struct Library {
     users: HashSet<u32>,
     /// The host's own: kept while the agent runs.
     pinned: bool,
-    /// A program (static OpenSSL), not a library: its users are the
-    /// processes that run it.
-    executable: bool,
 }
 
 /// What the TLS thread is asked to look at.
@@ -167,8 +164,8 @@ impl Worker {
     /// Every process again: users recounted, libraries nobody maps detached.
     fn sweep(&mut self) {
         for library in self.libraries.values_mut() {
-            if library.executable {
-                // Still running that program?
+            if !is_library(&library.path) {
+                // A program (static OpenSSL): still running it?
                 library.users.retain(|pid| {
                     std::fs::read_link(format!("/proc/{pid}/exe"))
                         .is_ok_and(|p| p.to_string_lossy() == library.path)
@@ -266,7 +263,6 @@ impl Worker {
                         handles,
                         users: user.into_iter().collect(),
                         pinned,
-                        executable: !is_library(name),
                     },
                 );
             }
@@ -293,10 +289,9 @@ impl Worker {
         }
         let names: Vec<&str> = FUNCTIONS.iter().map(|(f, _)| *f).collect();
         let binary = elf::find_functions(path, &names)?;
-        let Some(write) = binary.function("SSL_write") else {
+        if binary.function("SSL_write").is_none() {
             return Ok(None);
-        };
-        let _ = write;
+        }
         // The capture lock is taken per probe: attaching one takes
         // milliseconds, and the pipeline (and the agent's stop) share it.
         let capture = &self.capture;
