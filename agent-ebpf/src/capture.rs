@@ -549,9 +549,11 @@ fn begin_data(
     Ok(buf)
 }
 
-/// A TLS library's plaintext (`tls`): exactly what a `read`/`write` of
-/// `bytes` at `src` on socket `fd` reports (prefix copy, or the HTTP/2 frame
-/// walk on connections userspace marked), with `info`'s `TLS` flag.
+/// A TLS library's plaintext (`tls`): a data record of socket `fd`, as a
+/// `read`/`write` of `bytes` at `src` would give, prefix copy only. Not
+/// through [`on_data`]: its frame walk would make the uprobe program many
+/// times larger, and it is verified while the TLS thread attaches (under
+/// the capture lock the pipeline also takes).
 #[inline(always)]
 pub fn emit_plaintext(
     pid_tgid: u64,
@@ -569,7 +571,26 @@ pub fn emit_plaintext(
         arg3: 0,
         arg4: 0,
     };
-    on_data(pid_tgid, bytes, &call, syscall, Some(*info))
+    let buf = begin_data(pid_tgid, info, &call, syscall, bytes, comm_for(info))?;
+    let want = prefix_len(bytes);
+    let captured = if copy_user(&mut buf.data, 0, src, want) {
+        want
+    } else {
+        count_loss(Loss::CopyFailed);
+        buf.header.flags |= flags::COPY_FAILED;
+        0
+    };
+    submit(buf, captured)
+}
+
+/// Bytes of a `bytes`-long transfer copied: all, up to the cap.
+#[inline(always)]
+fn prefix_len(bytes: i64) -> u32 {
+    if (bytes as u64) < cap() as u64 {
+        bytes as u32
+    } else {
+        cap()
+    }
 }
 
 /// read, write, readv, writev, recvfrom, sendto, recvmsg, sendmsg.
@@ -612,11 +633,7 @@ fn on_data(
         buf.header.flags |= flags::SPARSE;
         return submit(buf, captured);
     }
-    let want = if (ret as u64) < cap() as u64 {
-        ret as u32
-    } else {
-        cap()
-    };
+    let want = prefix_len(ret);
     let copied = match syscall {
         Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => {
             if syscall == Syscall::Recvfrom || syscall == Syscall::Sendto {
