@@ -131,6 +131,15 @@ fn run_tallied(cmd: &mut Command, tally: &mut Tally) -> anyhow::Result<bool> {
 }
 
 /// End-to-end test binaries that run on both kernel capture paths.
+/// Both test runs select the same packages, so they share one build.
+const WORKSPACE_TESTS: [&str; 5] = [
+    "test",
+    "--workspace",
+    "--exclude",
+    "agent-ebpf",
+    "--no-fail-fast",
+];
+
 const FALLBACK_TESTS: [&str; 6] = ["capture", "http", "grpc", "dns", "otlp", "kernel_skips"];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -178,23 +187,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     let mut tally = Tally::default();
-    let ok = run_tallied(
-        cargo()
-            .args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "agent-ebpf",
-                "--no-fail-fast",
-            ])
-            .args(args),
-        &mut tally,
-    )?;
+    let ok = run_tallied(cargo().args(WORKSPACE_TESTS).args(args), &mut tally)?;
     // The capture tests again on the fallback kernel path (the first run
     // requires the fast one): both must keep every capture test passing.
+    // The same package selection as above: `-p e2e` alone unifies features
+    // differently and would build and link every test binary a second time
+    // (about 6 GiB more in target/, enough to fill a CI disk).
     let mut fallback = cargo();
     fallback
-        .args(["test", "-p", "e2e", "--no-fail-fast"])
+        .args(WORKSPACE_TESTS)
         .args(FALLBACK_TESTS.iter().flat_map(|t| ["--test", t]))
         .args(args)
         .env("AGENT_CAPTURE_PATH", "tracepoints");
