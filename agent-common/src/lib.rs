@@ -292,6 +292,10 @@ pub mod flags {
     /// ciphertext and are skipped. Record: plaintext from a TLS library's
     /// read or write (uprobes), not a syscall's bytes.
     pub const TLS: u32 = 1 << 14;
+    /// Record: an earlier TLS call of the same goroutine returned without its
+    /// entry having been seen (it was in flight when the probes attached), so
+    /// its bytes are missing: userspace parses the connection afresh from here.
+    pub const TLS_RESYNC: u32 = 1 << 15;
 }
 
 /// HTTP/2 framing facts both halves use (RFC 9113): userspace reads frames,
@@ -412,10 +416,13 @@ pub enum Loss {
     TlsCiphertext = 20,
     /// The per-thread TLS call table was full: that call's plaintext is lost.
     TlsCallInsert = 21,
+    /// A TLS call returned without its entry having been seen (in flight
+    /// when the probes attached): its plaintext is lost.
+    TlsCallMissed = 22,
 }
 
 impl Loss {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 23;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -439,6 +446,7 @@ impl Loss {
         Loss::TlsNoSocket,
         Loss::TlsCiphertext,
         Loss::TlsCallInsert,
+        Loss::TlsCallMissed,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -466,6 +474,7 @@ impl Loss {
             Loss::TlsNoSocket => "tls_no_socket",
             Loss::TlsCiphertext => "tls_ciphertext",
             Loss::TlsCallInsert => "tls_call_insert",
+            Loss::TlsCallMissed => "tls_call_missed",
         }
     }
 

@@ -25,6 +25,7 @@ mod bench;
 mod capture;
 mod fast;
 mod frames;
+mod gotls;
 mod profile;
 mod tcp_state;
 mod tls;

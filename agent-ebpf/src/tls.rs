@@ -168,17 +168,23 @@ fn on_return(ctx: &ProbeContext) -> Result<(), Loss> {
     } else {
         i64::from(rax as i32)
     };
-    if bytes <= 0 {
-        return Ok(());
-    }
     let tgid = (pid_tgid >> 32) as u32;
     let key = SslKey {
         tgid,
         _pad: 0,
         ssl: call.ssl,
     };
-    let fd = if call.fd >= 0 {
+    // The socket is remembered even when the call yielded nothing: the
+    // first call of a connection often reads only session tickets and
+    // returns -1 (s_client does), yet it marked the socket TLS, so later
+    // calls served without a syscall must still find it.
+    if call.fd >= 0 {
         let _ = TLS_FDS.insert(key, call.fd, 0);
+    }
+    if bytes <= 0 {
+        return Ok(());
+    }
+    let fd = if call.fd >= 0 {
         call.fd
     } else {
         // SAFETY: copied out at once.
@@ -187,6 +193,21 @@ fn on_return(ctx: &ProbeContext) -> Result<(), Loss> {
             None => return Err(Loss::TlsNoFd),
         }
     };
+    plaintext(pid_tgid, fd, call.op & WRITE != 0, bytes, call.buf, 0)
+}
+
+/// `bytes` of plaintext at `buf` that a TLS call moved on socket `fd`, as a
+/// data record of that socket with `flags::TLS` and `extra` flags.
+#[inline(always)]
+pub fn plaintext(
+    pid_tgid: u64,
+    fd: i32,
+    write: bool,
+    bytes: i64,
+    buf: u64,
+    extra: u32,
+) -> Result<(), Loss> {
+    let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: copied out at once.
     let Some(info) = (unsafe { SOCKETS.get(SockKey { tgid, fd }) }).copied() else {
         return Err(Loss::TlsNoSocket);
@@ -199,14 +220,10 @@ fn on_return(ctx: &ProbeContext) -> Result<(), Loss> {
         count_loss(Loss::OpaqueSkipped);
         return Ok(());
     }
-    let syscall = if call.op & WRITE != 0 {
-        Syscall::Write
-    } else {
-        Syscall::Read
-    };
+    let syscall = if write { Syscall::Write } else { Syscall::Read };
     let info = SockInfo {
-        flags: info.flags | flags::TLS,
+        flags: info.flags | flags::TLS | extra,
         ..info
     };
-    capture::emit_plaintext(pid_tgid, fd, &info, syscall, bytes, call.buf)
+    capture::emit_plaintext(pid_tgid, fd, &info, syscall, bytes, buf)
 }

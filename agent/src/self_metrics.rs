@@ -94,6 +94,9 @@ pub struct SelfMetrics {
     pub tls_libraries: AtomicU64,
     /// Plaintext records from TLS library calls.
     pub tls_records: AtomicU64,
+    /// Executables that speak TLS through code the agent cannot probe
+    /// (stripped or pre-1.17 Go programs).
+    pub tls_unprobeable_executables: AtomicU64,
 }
 
 impl SelfMetrics {
@@ -176,6 +179,7 @@ impl SelfMetrics {
             k8s_watch_errors: get(&self.k8s_watch_errors),
             tls_libraries: get(&self.tls_libraries),
             tls_records: get(&self.tls_records),
+            tls_unprobeable_executables: get(&self.tls_unprobeable_executables),
             tls_not_visible: self
                 .tls_not_visible
                 .lock()
@@ -241,6 +245,7 @@ pub struct Snapshot {
     pub k8s_watch_errors: u64,
     pub tls_libraries: u64,
     pub tls_records: u64,
+    pub tls_unprobeable_executables: u64,
     /// TLS connections not visible, by executable name.
     pub tls_not_visible: Vec<(String, u64)>,
     /// Profile exports by (destination, outcome).

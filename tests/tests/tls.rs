@@ -264,6 +264,29 @@ async fn a_seccomp_filtered_client_survives_and_a_static_one_is_seen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The first line of the agent's `/metrics` that starts with `prefix`, waited
+/// for until its value is not 0.
+async fn metric_line(agent: &Running, prefix: &str) -> String {
+    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let metrics = tokio::task::spawn_blocking(move || e2e::scrape(addr))
+            .await
+            .expect("scrape");
+        if let Some(line) = metrics
+            .lines()
+            .find(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
+        {
+            return line.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no {prefix}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_https_is_counted_as_not_visible_never_parsed() {
     let test = "node_https_is_counted_as_not_visible_never_parsed";
@@ -306,24 +329,11 @@ async fn node_https_is_counted_as_not_visible_never_parsed() {
     })
     .await
     .expect("join");
-    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
-    let until = tokio::time::Instant::now() + DEADLINE;
-    let counted = loop {
-        let metrics = tokio::task::spawn_blocking(move || e2e::scrape(addr))
-            .await
-            .expect("scrape");
-        if let Some(line) = metrics
-            .lines()
-            .find(|l| l.starts_with("agent_tls_not_visible_connections_total{executable=\"node\"}"))
-        {
-            break line.to_string();
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "node not counted:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let counted = metric_line(
+        &agent,
+        "agent_tls_not_visible_connections_total{executable=\"node\"}",
+    )
+    .await;
     assert!(counted.ends_with(" 1"), "{counted}");
     // nginx answered through OpenSSL (server spans), node's side has none.
     let spans = agent
@@ -461,22 +471,285 @@ async fn an_exchange_typed_through_openssl_s_client_and_s_server() {
         exchange.starts_with(b"HTTP/1.1 201 Created\r\n"),
         "{exchange:?}"
     );
+    // Both sides: s_client's first SSL_read returns -1 (it read only
+    // session tickets), and its socket must be remembered all the same.
     let spans = agent
-        .spans_until(&[server_pid, client_pid], DEADLINE, |s| !s.is_empty())
+        .spans_until(&[server_pid, client_pid], DEADLINE, |s| {
+            [SpanKind::Server, SpanKind::Client]
+                .iter()
+                .all(|kind| s.iter().any(|span| span.kind == *kind))
+        })
         .await;
-    // s_server's side. s_client's side is not seen yet (its calls do not
-    // yield a client span here; an open question, see the session note).
-    let span = spans
+    for (kind, pid) in [
+        (SpanKind::Server, server_pid),
+        (SpanKind::Client, client_pid),
+    ] {
+        let span = spans
+            .iter()
+            .find(|s| s.kind == kind)
+            .unwrap_or_else(|| panic!("{kind:?} span: {spans:#?}"));
+        assert_eq!(span.name, "GET /typed", "{span:#?}");
+        assert_eq!(span.resource.pid, pid);
+        assert_eq!(text(span, "url.scheme").as_deref(), Some("https"));
+        assert_eq!(
+            text(span, "http.response.status_code").as_deref(),
+            Some("201")
+        );
+    }
+    agent.handle.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Builds `peers/go_tls.go` with Debian's Go into `dir` (offline: standard
+/// library only), with its symbol table or stripped (`-s -w`).
+fn build_go_tls(dir: &std::path::Path, stripped: bool) -> std::path::PathBuf {
+    let out = dir.join(if stripped {
+        "go_tls_stripped"
+    } else {
+        "go_tls"
+    });
+    let mut go = std::process::Command::new("go");
+    go.arg("build").arg("-o").arg(&out);
+    if stripped {
+        go.arg("-ldflags=-s -w");
+    }
+    let built = go
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/go_tls.go"))
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOPROXY", "off")
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go (golang-go; `cargo xtask setup` installs it)");
+    assert!(built.success(), "building {}", out.display());
+    out
+}
+
+/// A Go HTTPS server (`go_tls server`) on a free port, killed on drop.
+struct GoServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GoServer {
+    fn start(program: &std::path::Path, dir: &std::path::Path, h2: bool) -> GoServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(program)
+            .arg("server")
+            .arg(dir.join("cert.pem"))
+            .arg(dir.join("key.pem"))
+            .arg(port.to_string())
+            .arg(if h2 { "h2" } else { "h1" })
+            .spawn()
+            .expect("go_tls server");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "go_tls did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GoServer { child, port }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status a `go_tls` server answers for `path`.
+fn go_status(path: &str) -> String {
+    path.strip_prefix("/status/").unwrap_or("200").to_string()
+}
+
+/// Runs the Go client over one keep-alive connection (`h2` or HTTP/1.1),
+/// after a pause that lets the agent probe it; its pid and client spans.
+async fn go_client_spans(
+    agent: &mut Running,
+    program: &std::path::Path,
+    server: &GoServer,
+    h2: bool,
+    paths: &[&str],
+) -> (u32, Vec<Span>) {
+    let mut args = vec![
+        "client".to_string(),
+        if h2 { "h2" } else { "h1" }.to_string(),
+        "1000".to_string(),
+        format!("https://127.0.0.1:{}", server.port),
+    ];
+    args.extend(paths.iter().map(|p| p.to_string()));
+    let (pid, lines) = run_client(program.to_path_buf(), args).await;
+    let expected: Vec<String> = paths
         .iter()
-        .find(|s| s.kind == SpanKind::Server)
-        .unwrap_or_else(|| panic!("s_server's span: {spans:#?}"));
-    assert_eq!(span.name, "GET /typed");
-    assert_eq!(span.resource.pid, server_pid);
-    assert_eq!(text(span, "url.scheme").as_deref(), Some("https"));
-    assert_eq!(
-        text(span, "http.response.status_code").as_deref(),
-        Some("201")
+        .map(|p| {
+            let length = match *p {
+                "/big" => 40960,
+                p if p.starts_with("/status/") => 12,
+                _ => 3,
+            };
+            format!("{} {length}", go_status(p))
+        })
+        .collect();
+    assert_eq!(lines, expected, "the Go client got its answers");
+    let spans = agent
+        .spans_until(&[pid], DEADLINE, |s| s.len() >= paths.len())
+        .await;
+    (pid, spans)
+}
+
+/// Every server span pairs a path with the status the server gives it: a
+/// request missed while the probes attached must never lend its response
+/// to another. (An HTTP/2 stream whose request headers were in the missed
+/// call is reported without method or path: unknown, not guessed.)
+fn assert_server_spans_consistent(spans: &[Span]) {
+    for span in spans {
+        let Some(path) = text(span, "url.path") else {
+            assert_eq!(text(span, "http.request.method"), None, "{span:#?}");
+            continue;
+        };
+        assert_eq!(
+            text(span, "http.response.status_code"),
+            Some(go_status(&path)),
+            "{span:#?}"
+        );
+        assert_eq!(text(span, "url.scheme").as_deref(), Some("https"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_crypto_tls_client_and_server_in_plaintext() {
+    let test = "go_crypto_tls_client_and_server_in_plaintext";
+    if !privileged(test) {
+        return;
+    }
+    let dir = e2e::profiling::temp_dir("tls-go");
+    peers::self_signed_certificate(&dir);
+    let program = build_go_tls(&dir, false);
+    let mut agent = Running::start(settings_for_ports(&[]))
+        .await
+        .expect("agent starts");
+    tls_ready(&agent).await;
+    for h2 in [false, true] {
+        // Started after the agent. Its first connection's handshake is what
+        // gets the program probed: the server is already inside its first
+        // Read then, so that call is missed (counted) and the connection
+        // resynchronised; the client's pause keeps its own calls after.
+        let server = GoServer::start(&program, &dir, h2);
+        let first = ["/users/1", "/big", "/status/503"];
+        let (client, spans) = go_client_spans(&mut agent, &program, &server, h2, &first).await;
+        let clients: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.resource.pid == client && s.kind == SpanKind::Client)
+            .collect();
+        assert_eq!(clients.len(), first.len(), "h2={h2}: {spans:#?}");
+        for (span, path) in clients.iter().zip(first) {
+            assert_eq!(
+                text(span, "url.full"),
+                Some(format!("https://127.0.0.1:{}{path}", server.port)),
+                "h2={h2}"
+            );
+            assert_eq!(
+                text(span, "http.response.status_code"),
+                Some(go_status(path))
+            );
+            assert_eq!(text(span, "http.request.method").as_deref(), Some("GET"));
+        }
+        // A second client, on a program already probed: every server span.
+        let second = ["/again/a", "/big", "/status/404"];
+        let (client, spans) = go_client_spans(&mut agent, &program, &server, h2, &second).await;
+        let clients = spans
+            .iter()
+            .filter(|s| s.resource.pid == client && s.kind == SpanKind::Client)
+            .count();
+        assert_eq!(clients, second.len(), "h2={h2}, second client: {spans:#?}");
+        let spans = agent
+            .spans_until(&[server.pid()], DEADLINE, |s| {
+                second.iter().all(|p| {
+                    s.iter()
+                        .any(|span| text(span, "url.path").as_deref() == Some(*p))
+                })
+            })
+            .await;
+        let servers: Vec<Span> = spans
+            .into_iter()
+            .filter(|s| s.kind == SpanKind::Server)
+            .collect();
+        assert_server_spans_consistent(&servers);
+        for path in second {
+            assert!(
+                servers
+                    .iter()
+                    .any(|s| text(s, "url.path").as_deref() == Some(path)),
+                "h2={h2}: no server span for {path}: {servers:#?}"
+            );
+        }
+        let big = servers
+            .iter()
+            .find(|s| text(s, "url.path").as_deref() == Some("/big"))
+            .expect("/big");
+        if !h2 {
+            assert_eq!(
+                text(big, "http.response.body.size").as_deref(),
+                Some("40960")
+            );
+        }
+    }
+    let snapshot = agent.handle.snapshot();
+    assert!(snapshot.kernel_loss(agent_common::Loss::TlsCiphertext) > 0);
+    agent.handle.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripped_go_program_is_counted_not_guessed() {
+    let Some((nginx, mut agent)) =
+        https_setup("a_stripped_go_program_is_counted_not_guessed").await
+    else {
+        return;
+    };
+    let dir = e2e::profiling::temp_dir("tls-go-stripped");
+    let program = build_go_tls(&dir, true);
+    let paths: Vec<String> = (0..10).map(|n| format!("/n{n}")).collect();
+    let mut args = vec![
+        // The pause keeps it alive while the agent reads its executable.
+        "client".to_string(),
+        "h1".to_string(),
+        "1000".to_string(),
+        format!("https://127.0.0.1:{}", nginx.port),
+    ];
+    args.extend(paths.iter().cloned());
+    let (pid, lines) = run_client(program, args).await;
+    assert_eq!(lines.len(), paths.len(), "{lines:?}");
+    let unprobeable = metric_line(&agent, "agent_tls_unprobeable_executables_total ").await;
+    assert!(unprobeable.ends_with(" 1"), "{unprobeable}");
+    let counted = metric_line(
+        &agent,
+        "agent_tls_not_visible_connections_total{executable=\"go_tls_stripped\"}",
+    )
+    .await;
+    assert!(counted.ends_with(" 1"), "{counted}");
+    // nginx's side is plaintext through OpenSSL; the Go side has nothing.
+    let spans = agent
+        .spans_until(&[pid, nginx.pid()], Duration::from_secs(3), |s| {
+            s.len() >= paths.len()
+        })
+        .await;
+    assert!(
+        spans.iter().all(|s| s.resource.pid != pid),
+        "no span from ciphertext: {spans:#?}"
     );
+    assert_eq!(spans.len(), paths.len(), "nginx's spans: {spans:#?}");
     agent.handle.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -200,10 +200,13 @@ impl ConnTable {
         conn.last_ns = event.ts_ns;
         if event.direction.is_some() {
             let tls = event.flags & flags::TLS != 0;
-            if tls && !conn.tls {
-                // The first plaintext: the ciphertext seen so far (the
-                // handshake) and whatever parser looked at it are dropped, and
-                // the connection is parsed again from the plaintext's start.
+            // The first plaintext: the ciphertext seen so far (the handshake)
+            // and whatever parser looked at it are dropped, and the
+            // connection is parsed again from the plaintext's start. The same
+            // after plaintext the kernel knows it missed (`TLS_RESYNC`): what
+            // was buffered may lack a request or a response, and parsing on
+            // would pair the wrong ones.
+            if tls && (!conn.tls || event.flags & flags::TLS_RESYNC != 0) {
                 conn.tls = true;
                 for stream in &mut conn.streams {
                     self.buffered -= stream.buffered();
@@ -398,6 +401,36 @@ mod tests {
             .unwrap();
         assert_eq!(closed.key, key(5, 100));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn plaintext_restarts_the_streams_and_so_does_a_resync() {
+        let mut t = ConnTable::new(8, 1024, 1 << 20);
+        t.apply(&mut event(EventKind::Accept, 5, 100));
+        let data = |extra: u32| {
+            let mut e = event(EventKind::Data, 5, 100);
+            e.flags |= extra;
+            e
+        };
+        // Handshake ciphertext, then the first plaintext replaces it.
+        t.apply(&mut data(0));
+        t.apply(&mut data(flags::TLS));
+        let total = |t: &ConnTable| {
+            t.get(&key(5, 100))
+                .unwrap()
+                .stream(Direction::Egress)
+                .total()
+        };
+        assert_eq!(total(&t), 3);
+        assert!(t.get(&key(5, 100)).unwrap().tls);
+        // Ciphertext in flight after that is not part of the plaintext.
+        t.apply(&mut data(0));
+        t.apply(&mut data(flags::TLS));
+        assert_eq!(total(&t), 6);
+        // Bytes were missed before this record: parsing starts over at it.
+        t.apply(&mut data(flags::TLS | flags::TLS_RESYNC));
+        assert_eq!(total(&t), 3);
+        assert_eq!(t.buffered(), 3);
     }
 
     #[test]

@@ -312,7 +312,7 @@ pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapsh
         &mut out,
         "agent_tls_libraries",
         "gauge",
-        "TLS library files (OpenSSL) with uprobes attached.",
+        "Files with TLS uprobes attached (OpenSSL libraries, executables with OpenSSL or Go crypto/tls).",
         &one(s.tls_libraries),
     );
     scalar(
@@ -321,6 +321,13 @@ pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapsh
         "counter",
         "Plaintext records from TLS library calls (each read or write that returned data).",
         &one(s.tls_records),
+    );
+    scalar(
+        &mut out,
+        "agent_tls_unprobeable_executables_total",
+        "counter",
+        "Executables found speaking TLS through code that cannot be probed (stripped or pre-1.17 Go programs); the log names each.",
+        &one(s.tls_unprobeable_executables),
     );
     scalar(
         &mut out,

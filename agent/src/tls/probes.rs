@@ -7,7 +7,9 @@
 //! process at start, and each process again at its first socket event seen
 //! (after `exec` or a late `dlopen`, e.g. Python's `import ssl`). The host's
 //! own libssl is probed at start even when nothing maps it yet, so a client
-//! started later is seen from its first request. A file no process maps any
+//! started later is seen from its first request. Executables are read only
+//! when a connection of theirs carries TLS records: they may hold OpenSSL
+//! (statically linked) or Go's `crypto/tls`. A file no process maps any
 //! more is detached at the next sweep.
 //!
 //! Work happens on a thread of its own: reading ELF files and attaching
@@ -26,15 +28,38 @@ use lru::LruCache;
 use super::elf;
 use crate::{capture::Capture, flows::context::locked, self_metrics::SelfMetrics};
 
-/// OpenSSL's functions and the program on each entry; every RET of the
-/// first four gets `ssl_return`.
-const FUNCTIONS: [(&str, &str); 5] = [
-    ("SSL_read", "ssl_read"),
-    ("SSL_read_ex", "ssl_read_ex"),
-    ("SSL_write", "ssl_write"),
-    ("SSL_write_ex", "ssl_write_ex"),
-    ("SSL_free", "ssl_free"),
-];
+/// A TLS implementation the agent probes: its functions, each with the
+/// program on its entry and whether its RETs get `on_return`.
+struct Implementation {
+    name: &'static str,
+    /// `(symbol, entry program, probe the RETs)`; the first one must exist.
+    /// Those with RET probes must have complete exits (the ELF says).
+    functions: &'static [(&'static str, &'static str, bool)],
+    on_return: &'static str,
+}
+
+const OPENSSL: Implementation = Implementation {
+    name: "OpenSSL",
+    functions: &[
+        ("SSL_write", "ssl_write", true),
+        ("SSL_write_ex", "ssl_write_ex", true),
+        ("SSL_read", "ssl_read", true),
+        ("SSL_read_ex", "ssl_read_ex", true),
+        ("SSL_free", "ssl_free", false),
+    ],
+    on_return: "ssl_return",
+};
+
+/// Go's `crypto/tls`, linked into every Go program that uses it.
+const GO: Implementation = Implementation {
+    name: "Go crypto/tls",
+    functions: &[
+        // Reported at entry (the kernel program says why): no RET probes.
+        ("crypto/tls.(*Conn).Write", "go_tls_write", false),
+        ("crypto/tls.(*Conn).Read", "go_tls_read", true),
+    ],
+    on_return: "go_tls_return",
+};
 
 /// The host's OpenSSL, probed at start (through pid 1's root: the host's
 /// filesystem also when the agent runs in a container with `hostPID`).
@@ -75,7 +100,7 @@ enum Job {
     /// A process's mapped libraries (its first connection).
     Libraries(u32),
     /// A process's executable: it speaks TLS and no probed library of its
-    /// own may be why (OpenSSL linked in statically).
+    /// own may be why (OpenSSL linked in statically, or Go's `crypto/tls`).
     Executable(u32),
 }
 
@@ -112,7 +137,7 @@ impl TlsProbes {
     }
 
     /// A process's connection carries TLS records: its executable may hold
-    /// OpenSSL itself. Only such executables are read (reading every
+    /// OpenSSL or Go's `crypto/tls` itself. Only such executables are read (reading every
     /// executable on a host would cost gigabytes of I/O at start).
     pub fn look_at_executable(&self, tgid: u32) {
         let _ = self.tx.try_send(Job::Executable(tgid));
@@ -251,11 +276,6 @@ impl Worker {
         }
         match self.attach(open, name) {
             Ok(Some(handles)) => {
-                tracing::info!(
-                    path = name,
-                    probes = handles.len(),
-                    "TLS plaintext: uprobes on OpenSSL"
-                );
                 self.libraries.insert(
                     id,
                     Library {
@@ -279,7 +299,7 @@ impl Worker {
         }
     }
 
-    /// The probes on one file; `None` when it has no OpenSSL functions.
+    /// The probes on one file; `None` when it has no TLS functions we probe.
     fn attach(&mut self, path: &Path, name: &str) -> anyhow::Result<Option<Vec<u64>>> {
         // The file is read whole: an executable this large is no static
         // OpenSSL program worth the memory (debug builds of big programs).
@@ -287,20 +307,31 @@ impl Worker {
         if !library && std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_EXECUTABLE_BYTES) {
             return Ok(None);
         }
-        let names: Vec<&str> = FUNCTIONS.iter().map(|(f, _)| *f).collect();
+        let names: Vec<&str> = [OPENSSL, GO]
+            .iter()
+            .flat_map(|i| i.functions.iter().map(|(f, _, _)| *f))
+            .collect();
         let binary = elf::find_functions(path, &names)?;
-        if binary.function("SSL_write").is_none() {
+        let implementation = if binary.function(OPENSSL.functions[0].0).is_some() {
+            OPENSSL
+        } else if let Some(go) = &binary.go {
+            if !go_probeable(name, go, &binary) {
+                SelfMetrics::add(&self.metrics.tls_unprobeable_executables, 1);
+                return Ok(None);
+            }
+            GO
+        } else {
             return Ok(None);
-        }
+        };
         // The capture lock is taken per probe: attaching one takes
         // milliseconds, and the pipeline (and the agent's stop) share it.
         let capture = &self.capture;
         let mut handles = Vec::new();
-        for (function, program) in FUNCTIONS {
+        for &(function, program, returns) in implementation.functions {
             let Some(f) = binary.function(function) else {
                 continue;
             };
-            if program == "ssl_free" {
+            if !returns {
                 handles.push(locked(capture).attach_uprobe(program, path, f.file_offset)?);
                 continue;
             }
@@ -314,17 +345,50 @@ impl Worker {
                 );
                 continue;
             }
-            handles.push(locked(capture).attach_uprobe(program, path, f.file_offset)?);
+            // RETs first: a call entered once the entry is probed then
+            // always meets its return probes (a return without an entry is
+            // only a loss, an entry without a return a wrong claim).
             for exit in &f.exits {
-                handles.push(locked(capture).attach_uprobe("ssl_return", path, *exit)?);
+                handles.push(locked(capture).attach_uprobe(
+                    implementation.on_return,
+                    path,
+                    *exit,
+                )?);
             }
+            handles.push(locked(capture).attach_uprobe(program, path, f.file_offset)?);
         }
+        tracing::info!(
+            path = name,
+            probes = handles.len(),
+            "TLS plaintext: uprobes on {}",
+            implementation.name
+        );
         Ok(Some(handles))
     }
 }
 
-/// An executable that may link OpenSSL statically (it then has `SSL_write`;
-/// the ELF says). Node's executable has OpenSSL too but drives it over
+/// Whether a Go program's `crypto/tls` can be probed; says why not (once per
+/// file: it is not read again). Its connections are counted as not visible.
+fn go_probeable(name: &str, go: &elf::GoBuild, binary: &elf::Binary) -> bool {
+    let why_not = if !binary.has_symtab {
+        "stripped (no symbol table)"
+    } else if go.has_register_abi() != Some(true) {
+        "older than Go 1.17 or of unknown version (no register ABI)"
+    } else if binary.function(GO.functions[0].0).is_none() {
+        "no crypto/tls functions (another TLS implementation)"
+    } else {
+        return true;
+    };
+    tracing::warn!(
+        path = name,
+        go = go.version.as_deref().unwrap_or("unknown"),
+        "Go program speaking TLS, not visible: {why_not}"
+    );
+    false
+}
+
+/// An executable that may link OpenSSL statically (it then has `SSL_write`)
+/// or be a Go program; the ELF says. Node's executable has OpenSSL too but drives it over
 /// memory BIOs, with no socket syscall inside a call: not probed (its
 /// connections are counted as not visible instead).
 fn is_candidate(path: &str) -> bool {
