@@ -76,6 +76,8 @@ pub mod globals {
     /// Below it records are written without a wakeup and the reader polls:
     /// a wakeup per record costs the traced thread ~9 µs.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Thread → the trace and span it serves ([`TraceCtx`](super::TraceCtx)).
+    pub const TRACES_CTX: &str = "traces_ctx_v1";
 }
 
 /// Syscalls the kernel programs trace. Stored as `u32` in events and enter state.
@@ -296,6 +298,12 @@ pub mod flags {
     /// entry having been seen (it was in flight when the probes attached), so
     /// its bytes are missing: userspace parses the connection afresh from here.
     pub const TLS_RESYNC: u32 = 1 << 15;
+    /// Record: `trace_id`/`span_id` hold the ids the kernel gave the request
+    /// this thread serves (`traces_ctx_v1`): set on the read that started it.
+    pub const TRACE_CTX: u32 = 1 << 16;
+    /// Record: a write of that request's response (`TRACE_CTX` too), after the
+    /// CPU sampler took at least one sample labelled with its span id.
+    pub const PROFILED: u32 = 1 << 17;
 }
 
 /// HTTP/2 framing facts both halves use (RFC 9113): userspace reads frames,
@@ -419,10 +427,15 @@ pub enum Loss {
     /// A TLS call returned without its entry having been seen (in flight
     /// when the probes attached): its plaintext is lost.
     TlsCallMissed = 22,
+    /// A request started on a thread that already serves one (event loops,
+    /// pipelining) or was found doing so before: no thread link for it.
+    CtxMultiplexed = 23,
+    /// Threads found with a second request in flight, from then on unlinked.
+    CtxMultiplexedThreads = 24,
 }
 
 impl Loss {
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 25;
     pub const ALL: [Loss; Loss::COUNT] = [
         Loss::RingbufFull,
         Loss::CopyFailed,
@@ -447,6 +460,8 @@ impl Loss {
         Loss::TlsCiphertext,
         Loss::TlsCallInsert,
         Loss::TlsCallMissed,
+        Loss::CtxMultiplexed,
+        Loss::CtxMultiplexedThreads,
     ];
 
     /// Stable name used in self-metrics labels.
@@ -475,6 +490,8 @@ impl Loss {
             Loss::TlsCiphertext => "tls_ciphertext",
             Loss::TlsCallInsert => "tls_call_insert",
             Loss::TlsCallMissed => "tls_call_missed",
+            Loss::CtxMultiplexed => "ctx_multiplexed",
+            Loss::CtxMultiplexedThreads => "ctx_multiplexed_threads",
         }
     }
 
@@ -492,6 +509,8 @@ impl Loss {
                 | Loss::Peeked
                 | Loss::FramesHunt
                 | Loss::TlsCiphertext
+                | Loss::CtxMultiplexed
+                | Loss::CtxMultiplexedThreads
         )
     }
 }
@@ -530,8 +549,22 @@ pub struct EventHeader {
     pub addr: [u8; SOCKADDR_BYTES],
     /// Length of `addr` the syscall reported (or `SOCKADDR_BYTES` when unknown).
     pub addr_len: u32,
+    /// With `flags::TRACE_CTX`: the request's ids, as in `traces_ctx_v1`.
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
-const _: () = assert!(size_of::<EventHeader>() == 104);
+const _: () = assert!(size_of::<EventHeader>() == 128);
+
+/// Value of the `traces_ctx_v1` map (key: `pid_tgid`), the layout the
+/// OpenTelemetry eBPF profiler and OBI share: the trace and span a thread is
+/// serving, so any profiler on the node can label its samples.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceCtx {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+const _: () = assert!(size_of::<TraceCtx>() == 24);
 
 /// From `sock:inet_sock_set_state`: the 4-tuple of a TCP socket at a state change.
 /// Only SYN_SENT (in the connecting thread's context, so `tgid`/`tid` name it) and
@@ -638,8 +671,11 @@ pub struct ProfileKey {
     pub _pad: u32,
     /// `comm` of the sampled thread (NUL padded).
     pub comm: [u8; 16],
+    /// The span the thread was serving (`traces_ctx_v1`, big-endian bytes as
+    /// a number), 0 for none.
+    pub span_id: u64,
 }
-const _: () = assert!(size_of::<ProfileKey>() == 32);
+const _: () = assert!(size_of::<ProfileKey>() == 40);
 
 /// Announces a process the sampler saw for the first time (since it started,
 /// exec'd or its pid was reused), so userspace reads its memory map while the

@@ -633,6 +633,17 @@ fn on_data(
         buf.header.flags |= flags::SPARSE;
         return submit(buf, captured);
     }
+    // Before the copy, whose loops the verifier walks once per path here.
+    if syscall.is_egress() {
+        crate::trace_ctx::on_egress(pid_tgid, &info, &mut buf.header);
+    } else {
+        let head = first_buffer(call, syscall)
+            // SAFETY: bounded read of user memory.
+            .and_then(|b| unsafe { bpf_probe_read_user(b as *const [u8; 4]) }.ok())
+            .filter(|_| ret >= 4)
+            .unwrap_or([0; 4]);
+        crate::trace_ctx::on_ingress(pid_tgid, &info, head, &mut buf.header);
+    }
     let want = prefix_len(ret);
     let copied = match syscall {
         Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => {
@@ -714,17 +725,7 @@ fn first_data(pid_tgid: u64, call: &PendingCall, syscall: Syscall, ret: i64, see
         tgid: (pid_tgid >> 32) as u32,
         fd: call.fd,
     };
-    let buffer = match syscall {
-        Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => Some(call.arg1),
-        Syscall::Readv | Syscall::Writev => first_iov(call.arg1),
-        Syscall::Recvmsg | Syscall::Sendmsg => {
-            // SAFETY: bounded read of user memory.
-            unsafe { bpf_probe_read_user((call.arg1 + MSGHDR_IOV) as *const u64) }
-                .ok()
-                .and_then(first_iov)
-        }
-        _ => None,
-    };
+    let buffer = first_buffer(call, syscall);
     let preface = ret >= 24
         && buffer.is_some_and(|b| {
             // SAFETY: bounded read of user memory.
@@ -739,6 +740,23 @@ fn first_data(pid_tgid: u64, call: &PendingCall, syscall: Syscall, ret: i64, see
         }
     }
     preface
+}
+
+/// Where the call's data starts in user memory (its first buffer of at
+/// least 8 bytes).
+#[inline(always)]
+fn first_buffer(call: &PendingCall, syscall: Syscall) -> Option<u64> {
+    match syscall {
+        Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => Some(call.arg1),
+        Syscall::Readv | Syscall::Writev => first_iov(call.arg1),
+        Syscall::Recvmsg | Syscall::Sendmsg => {
+            // SAFETY: bounded read of user memory.
+            unsafe { bpf_probe_read_user((call.arg1 + MSGHDR_IOV) as *const u64) }
+                .ok()
+                .and_then(first_iov)
+        }
+        _ => None,
+    }
 }
 
 /// The base of the first iovec of the array at `iov`, if it has 8 bytes.

@@ -30,6 +30,7 @@ mod profile;
 mod tcp_state;
 mod tls;
 mod tp;
+mod trace_ctx;
 
 use agent_common::{
     DEFAULT_CAPTURE_BYTES, EventHeader, Loss, MAX_CAPTURE_BYTES, PendingCall, SockInfo, SockKey,

@@ -85,6 +85,7 @@ fn record(
         kernel_stack: stack_id(ctx, stacks, 0),
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        span_id: crate::trace_ctx::sampled(bpf_get_current_pid_tgid()),
     };
     if let Some(count) = counts.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value; only this CPU writes it,

@@ -121,6 +121,7 @@ mod tests {
             flags: agent_common::flags::TRUNCATED,
             addr: Some("127.0.0.1:53".parse().unwrap()),
             comm: "dig".into(),
+            trace: None,
         };
         let mut out = Vec::new();
         Observed::new(event, None, &WallClock::new())

@@ -176,8 +176,11 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         }
         tracing::info!(traces = ?otlp.traces, metrics = ?otlp.metrics, "OTLP export on");
     }
+    // Server spans whose ids the kernel drew, for the profiler's links.
+    let span_links = crate::spans::links::SpanLinks::default();
     let tracker = Tracker::new(
         &TrackerSettings {
+            span_links: span_links.clone(),
             sampler: settings.sampler.clone(),
             capture_query: settings.capture_query,
             capture_headers: settings.capture_headers.clone(),
@@ -288,6 +291,7 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
             sampler,
             Arc::clone(&metrics),
             k8s,
+            span_links,
         )?),
         None => None,
     };
@@ -407,6 +411,10 @@ impl Processor {
         if event.flags & agent_common::flags::TLS != 0 {
             SelfMetrics::add(&self.metrics.tls_records, 1);
         }
+        if let Some(ids) = event.trace {
+            let profiled = event.flags & agent_common::flags::PROFILED != 0;
+            self.tracker.kernel_ids(key, event.ts_ns, ids, profiled);
+        }
         if event.direction.is_some() {
             let missed = u64::try_from(event.bytes)
                 .unwrap_or(0)
@@ -433,7 +441,10 @@ impl Processor {
             }
             let local = match event.kind {
                 EventKind::Accept => event.addr.and_then(|peer| self.tcp.on_accept(peer)),
-                EventKind::Connect => self.tcp.on_connect(event.tid, key),
+                EventKind::Connect => {
+                    self.tracker.on_connect(key, event.tid);
+                    self.tcp.on_connect(event.tid, key)
+                }
                 _ => None,
             };
             if let Some(local) = local {
@@ -625,6 +636,7 @@ impl Processor {
                 flags: info.flags,
                 addr: remote,
                 comm: comm_of(s.tgid).as_str().into(),
+                trace: None,
             };
             let key = ConnKey {
                 tgid: s.tgid,

@@ -21,7 +21,7 @@ pub mod symbolize;
 mod testing;
 
 pub use process::Target;
-pub use profile::{Collector, CollectorLimits, Profile, RawSample, Sample, Window};
+pub use profile::{Collector, CollectorLimits, Link, Profile, RawSample, Sample, Window};
 
 /// Errors of the export paths (symbolization degrades per frame instead).
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,21 @@ use crate::{
     symbolize::{Frame, Line, MappingInfo, SymbolizeStats, Symbolizer, SymbolizerLimits},
 };
 
+/// The span a sample was taken in (the thread was serving that request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Link {
+    /// Unknown when the span's trace was no longer remembered.
+    pub trace_id: Option<[u8; 16]>,
+    pub span_id: [u8; 8],
+}
+
+impl Link {
+    /// 16 lowercase hex digits, Pyroscope's `span_id` label.
+    pub fn span_hex(&self) -> String {
+        self.span_id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// One distinct stack with its count, as drained from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawSample {
@@ -20,6 +35,7 @@ pub struct RawSample {
     pub user_lost: bool,
     pub kernel_lost: bool,
     pub count: u64,
+    pub link: Option<Link>,
 }
 
 /// A symbolized stack with its labels and sample count.
@@ -30,6 +46,7 @@ pub struct Sample {
     pub pid: u32,
     pub thread: Arc<str>,
     pub count: u64,
+    pub link: Option<Link>,
 }
 
 /// One service's CPU profile over one interval.
@@ -64,6 +81,7 @@ impl Profile {
             pid: 0,
             thread: Arc::from(""),
             count,
+            link: None,
         });
         folded
     }
@@ -207,6 +225,7 @@ impl Collector {
             pid: raw.tgid,
             thread: Arc::from(raw.comm.as_str()),
             count: raw.count,
+            link: raw.link,
         }
     }
 }
@@ -248,6 +267,7 @@ mod tests {
             user_lost: false,
             kernel_lost: false,
             count: 1,
+            link: None,
         };
         let mut profiles = collector.collect(vec![raw], window(), |_, _| unreachable!());
         let frames = profiles.remove(0).samples.remove(0).frames;
@@ -304,6 +324,7 @@ mod tests {
             user_lost: false,
             kernel_lost: true,
             count: 5,
+            link: None,
         };
         let profiles = collector.collect(vec![raw], window(), |_, _| unreachable!());
         assert_eq!(profiles.len(), 1);
@@ -339,6 +360,7 @@ mod tests {
             user_lost: false,
             kernel_lost: false,
             count: 1,
+            link: None,
         };
         let profiles = collector.collect(vec![raw], window(), |_, comm| {
             Arc::new(Target {

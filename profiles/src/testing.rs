@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     process::Target,
-    profile::{Profile, Sample},
+    profile::{Link, Profile, Sample},
     symbolize::{Frame, Line, MappingInfo},
 };
 
@@ -45,8 +45,9 @@ pub fn profile() -> Profile {
         pid: 42,
         thread: Arc::from("app-worker"),
         count,
+        link: None,
     };
-    Profile {
+    let mut profile = Profile {
         target: Arc::new(Target {
             service_name: "app".into(),
             attributes: vec![("host.name".into(), "node-1".into())],
@@ -69,5 +70,14 @@ pub fn profile() -> Profile {
             ),
             sample(vec![frame(&lib, 0x2345, &[]), work, main], 2),
         ],
-    }
+    };
+    // The hottest stack was taken while the thread served a request.
+    profile.samples[0].link = Some(LINK);
+    profile
 }
+
+/// The span the fixture's hottest sample belongs to.
+pub const LINK: Link = Link {
+    trace_id: Some([0x11; 16]),
+    span_id: [0x0a, 0x0b, 0x0c, 0x0d, 0x01, 0x02, 0x03, 0x04],
+};

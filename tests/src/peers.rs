@@ -261,6 +261,22 @@ impl Server {
         Server::nginx("tls-h2", "ssl http2", TLS_SERVER)
     }
 
+    /// nginx in plain HTTP/1.1: `/status/503` answers 503, anything else 200.
+    pub fn plain_nginx() -> Server {
+        Server::nginx("plain", "", "")
+    }
+
+    /// nginx as a reverse proxy: `/u/…` goes to `upstream` on loopback over
+    /// a new connection per request (nginx's default), the rest as
+    /// [`Server::plain_nginx`].
+    pub fn proxy_nginx(upstream: u16) -> Server {
+        Server::nginx(
+            "proxy",
+            "",
+            &format!("location /u/ {{ proxy_pass http://127.0.0.1:{upstream}; }}"),
+        )
+    }
+
     /// nginx on a free loopback port, `listen … {listen}`, with `extra`
     /// server directives (`{d}`: its scratch directory). For `ssl`, the
     /// directory gets a self-signed certificate and a 40 KiB `big.txt`.

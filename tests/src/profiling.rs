@@ -41,6 +41,25 @@ pub fn build_c_burner(out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// Compiles `peers/corr_server.c` (frame pointers, threads) to `out`.
+pub fn build_corr_server(out: &Path) -> PathBuf {
+    let status = Command::new("cc")
+        .args([
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-pthread",
+            "-o",
+        ])
+        .arg(out)
+        .arg(peers_dir().join("corr_server.c"))
+        .status()
+        .expect("cc (install gcc)");
+    assert!(status.success(), "cc failed");
+    out.to_path_buf()
+}
+
 /// Compiles `peers/burn.rs` with `-C force-frame-pointers=yes` to `out`.
 pub fn build_rust_burner(out: &Path) -> PathBuf {
     let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
@@ -145,6 +164,8 @@ pub struct Stack {
     pub value: i64,
     pub pid: i64,
     pub thread: String,
+    /// The `span_id` label: the request the thread was serving.
+    pub span_id: Option<String>,
 }
 
 pub fn stacks(p: &Profile) -> Vec<Stack> {
@@ -159,6 +180,7 @@ pub fn stacks(p: &Profile) -> Vec<Stack> {
                 value: sample.value[0],
                 pid: 0,
                 thread: String::new(),
+                span_id: None,
             };
             for id in &sample.location_id {
                 let loc = &p.location[*id as usize - 1];
@@ -181,6 +203,7 @@ pub fn stacks(p: &Profile) -> Vec<Stack> {
                 match s(label.key).as_str() {
                     "pid" => stack.pid = label.num,
                     "thread_name" => stack.thread = s(label.str),
+                    "span_id" => stack.span_id = Some(s(label.str)),
                     _ => {}
                 }
             }

@@ -133,6 +133,16 @@ pub struct Event {
     /// Address passed to or returned by the syscall (peer for accept/connect/UDP).
     pub addr: Option<SocketAddr>,
     pub comm: Comm,
+    /// The ids the kernel drew for the request this record starts (or, with
+    /// `flags::PROFILED`, whose response it writes): see the kernel's `trace_ctx`.
+    pub trace: Option<KernelIds>,
+}
+
+/// A request's ids as the kernel drew them (`traces_ctx_v1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
 
 impl Event {
@@ -274,6 +284,10 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         flags: header.flags,
         addr,
         comm: Comm::new(&header.comm),
+        trace: (header.flags & flags::TRACE_CTX != 0).then_some(KernelIds {
+            trace_id: header.trace_id,
+            span_id: header.span_id,
+        }),
     })
 }
 
@@ -322,6 +336,8 @@ mod tests {
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
             addr: [0; SOCKADDR_BYTES],
             addr_len: 0,
+            trace_id: [0; 16],
+            span_id: [0; 8],
         }
     }
 

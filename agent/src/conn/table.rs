@@ -374,6 +374,7 @@ mod tests {
             },
             addr: Some("127.0.0.1:80".parse().unwrap()),
             comm: "srv".into(),
+            trace: None,
         }
     }
 

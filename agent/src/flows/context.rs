@@ -10,8 +10,11 @@ use std::{
 
 use lru::LruCache;
 
+use super::kernel_ids::KernelRequests;
 use crate::{
+    capture::event::KernelIds,
     clock::WallClock,
+    conn::ConnKey,
     discovery::Discovery,
     export::otlp::OtlpMetrics,
     metrics::{dns::DnsMetrics, http::HttpMetrics, rpc::RpcMetrics},
@@ -27,7 +30,7 @@ use crate::{
 
 use super::TrackerSettings;
 
-/// Threads remembered as serving a request.
+/// Threads and connections remembered for parenting calls (each table).
 const ACTIVE_THREADS: usize = 16384;
 
 /// Trace context a request arrived with (HTTP headers, gRPC metadata).
@@ -35,6 +38,8 @@ const ACTIVE_THREADS: usize = 16384;
 pub struct Incoming<'a> {
     pub traceparent: Option<&'a str>,
     pub tracestate: Option<&'a str>,
+    /// The ids the kernel drew for this server request (see `kernel_ids`).
+    pub kernel: Option<KernelIds>,
 }
 
 impl<'a> Incoming<'a> {
@@ -42,6 +47,7 @@ impl<'a> Incoming<'a> {
         Incoming {
             traceparent: traceparent.as_deref(),
             tracestate: tracestate.as_deref(),
+            kernel: None,
         }
     }
 }
@@ -67,8 +73,8 @@ pub struct Context {
     pub ids: IdGenerator,
     pub routes: Routes,
     pub discovery: Discovery,
-    /// tid → the server span that thread is serving.
-    active: LruCache<u32, SpanContext>,
+    /// Who parents an outgoing call (see [`Context::call_context`]).
+    threads: ThreadWork,
     sampler: Sampler,
     /// Some output takes spans: without one, exchanges only feed the metrics.
     pub spans_consumed: bool,
@@ -81,6 +87,8 @@ pub struct Context {
     pub self_metrics: Arc<SelfMetrics>,
     /// See [`super::TrackerSettings::tls`].
     pub tls: Option<crate::tls::probes::TlsProbes>,
+    /// Ids the kernel drew for requests, and which spans have CPU samples.
+    pub kernel: KernelRequests,
 }
 
 impl Context {
@@ -95,7 +103,8 @@ impl Context {
             routes: Routes::new(&settings.route_patterns, settings.max_routes),
             discovery: Discovery::new(settings.k8s.clone()),
             tls: settings.tls.clone(),
-            active: LruCache::new(NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN)),
+            kernel: KernelRequests::new(settings.span_links.clone()),
+            threads: ThreadWork::new(),
             sampler: settings.sampler.clone(),
             spans_consumed: settings.spans_consumed,
             capture_query: settings.capture_query,
@@ -123,11 +132,30 @@ impl Context {
         child_of(None, &mut self.ids)
     }
 
-    /// A call made by thread `tid`: the child of the server span it serves, if
-    /// any, else a new root.
-    pub fn child_of_thread(&mut self, tid: u32) -> SpanContext {
-        let parent = self.active.get(&tid).cloned();
-        child_of(parent.as_ref(), &mut self.ids)
+    /// A call made by thread `tid` on connection `conn`: the child of the
+    /// request it works for (see [`ThreadWork::parent`]), else a new root.
+    pub fn call_context(&mut self, tid: u32, conn: ConnKey) -> SpanContext {
+        let parent = self.threads.parent(tid, conn);
+        let context = child_of(parent.as_ref(), &mut self.ids);
+        if let Some(parent) = parent {
+            self.threads.client_parent.put(conn, parent);
+        }
+        context
+    }
+
+    /// Thread `tid` read from `conn`: what it does next is for that
+    /// connection's request.
+    pub fn read_by(&mut self, tid: u32, conn: ConnKey) {
+        self.threads.last_read.put(tid, conn);
+    }
+
+    /// Thread `tid` opened `conn`: its first call is for the request the
+    /// thread works for now (a proxy connects while handling the request;
+    /// it may write only after reading others).
+    pub fn connected(&mut self, tid: u32, conn: ConnKey) {
+        if let Some(parent) = self.threads.current(tid) {
+            self.threads.bound.put(conn, parent);
+        }
     }
 
     /// The span context of a request that just started on thread `tid`, and
@@ -140,17 +168,18 @@ impl Context {
         &mut self,
         kind: SpanKind,
         tid: u32,
+        conn: ConnKey,
         incoming: Incoming<'_>,
         by_thread: bool,
     ) -> (SpanContext, Option<bool>) {
         let parsed = incoming.traceparent.and_then(parse_traceparent);
         let trace_state = || incoming.tracestate.map(str::to_string);
-        let (context, sampled) = match (kind, parsed) {
+        let (context, sampled) = match (kind, parsed, incoming.kernel) {
             // The caller's span is our parent.
-            (SpanKind::Server, Some(tp)) => (
+            (SpanKind::Server, Some(tp), kernel) => (
                 SpanContext {
                     trace_id: tp.trace_id,
-                    span_id: self.ids.span_id(),
+                    span_id: kernel.map_or_else(|| self.ids.span_id(), |k| k.span_id),
                     parent_span_id: Some(tp.parent_id),
                     trace_flags: tp.flags,
                     trace_state: trace_state(),
@@ -159,7 +188,7 @@ impl Context {
             ),
             // The application propagated its own context: the header's parent id
             // is the id of this call, so the callee's server span nests under it.
-            (SpanKind::Client, Some(tp)) => (
+            (SpanKind::Client, Some(tp), _) => (
                 SpanContext {
                     trace_id: tp.trace_id,
                     span_id: tp.parent_id,
@@ -169,23 +198,40 @@ impl Context {
                 },
                 Some(tp.flags & 1 == 1),
             ),
-            (SpanKind::Client, None) if by_thread => (self.child_of_thread(tid), None),
-            (SpanKind::Client, None) | (SpanKind::Server, None) => (self.new_root(), None),
+            // A new trace, with the ids the CPU samples were labelled with.
+            (SpanKind::Server, None, Some(kernel)) => (
+                SpanContext {
+                    trace_id: kernel.trace_id,
+                    span_id: kernel.span_id,
+                    parent_span_id: None,
+                    trace_flags: 1,
+                    trace_state: None,
+                },
+                None,
+            ),
+            (SpanKind::Client, None, _) if by_thread => (self.call_context(tid, conn), None),
+            (SpanKind::Client, None, _) | (SpanKind::Server, None, None) => (self.new_root(), None),
         };
         if kind == SpanKind::Server && by_thread {
-            self.active.put(tid, context.clone());
+            self.threads.active.put(tid, context.clone());
+            self.threads.serving.put(conn, context.clone());
+        }
+        if kind == SpanKind::Server && incoming.kernel.is_some() {
+            self.kernel
+                .links
+                .remember(context.span_id, context.trace_id);
         }
         (context, sampled)
     }
 
-    /// A server span ended: its thread no longer serves it.
-    pub fn served(&mut self, tid: u32, context: &SpanContext) {
-        if self
-            .active
-            .peek(&tid)
-            .is_some_and(|a| a.span_id == context.span_id)
-        {
-            self.active.pop(&tid);
+    /// A server span ended: its thread and connection no longer serve it.
+    pub fn served(&mut self, tid: u32, conn: ConnKey, context: &SpanContext) {
+        let same = |a: &SpanContext| a.span_id == context.span_id;
+        if self.threads.active.peek(&tid).is_some_and(same) {
+            self.threads.active.pop(&tid);
+        }
+        if self.threads.serving.peek(&conn).is_some_and(same) {
+            self.threads.serving.pop(&conn);
         }
     }
 
@@ -220,6 +266,60 @@ impl Context {
     }
 }
 
+/// What each thread works for, from the order of its reads, connects and
+/// requests: an event loop (nginx as a proxy) reads request A, connects to
+/// its upstream, reads request B, and only then writes A's upstream request.
+/// The latest request on the thread (B) would be the wrong parent; the
+/// connection remembers A from its connect. All bounded (LRU).
+struct ThreadWork {
+    /// tid → the latest server span started on it.
+    active: LruCache<u32, SpanContext>,
+    /// Server connection → its request in flight.
+    serving: LruCache<ConnKey, SpanContext>,
+    /// tid → the connection it last read from.
+    last_read: LruCache<u32, ConnKey>,
+    /// Client connection → the request that opened it (for its first call).
+    bound: LruCache<ConnKey, SpanContext>,
+    /// Client connection → the parent of its latest call (reading its
+    /// answer continues that request's work).
+    client_parent: LruCache<ConnKey, SpanContext>,
+}
+
+impl ThreadWork {
+    fn new() -> ThreadWork {
+        let bound = NonZeroUsize::new(ACTIVE_THREADS).unwrap_or(NonZeroUsize::MIN);
+        ThreadWork {
+            active: LruCache::new(bound),
+            serving: LruCache::new(bound),
+            last_read: LruCache::new(bound),
+            bound: LruCache::new(bound),
+            client_parent: LruCache::new(bound),
+        }
+    }
+
+    /// The request thread `tid` works for: the one of the connection it
+    /// last read from (a server connection's request in flight, or the
+    /// request a client connection's call was made for), else the latest
+    /// request started on the thread.
+    fn current(&mut self, tid: u32) -> Option<SpanContext> {
+        if let Some(conn) = self.last_read.peek(&tid).copied() {
+            if let Some(serving) = self.serving.peek(&conn) {
+                return Some(serving.clone());
+            }
+            if let Some(parent) = self.client_parent.peek(&conn) {
+                return Some(parent.clone());
+            }
+        }
+        self.active.peek(&tid).cloned()
+    }
+
+    /// The parent of a call on `conn` by `tid`: the request that opened the
+    /// connection for its first call, else what the thread works for.
+    fn parent(&mut self, tid: u32, conn: ConnKey) -> Option<SpanContext> {
+        self.bound.pop(&conn).or_else(|| self.current(tid))
+    }
+}
+
 /// A call made while `parent` is served is its child; without a parent, the
 /// root of a new trace.
 fn child_of(parent: Option<&SpanContext>, ids: &mut IdGenerator) -> SpanContext {
@@ -238,5 +338,49 @@ fn child_of(parent: Option<&SpanContext>, ids: &mut IdGenerator) -> SpanContext 
             trace_flags: 1,
             trace_state: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(fd: i32) -> ConnKey {
+        ConnKey {
+            tgid: 1,
+            fd,
+            conn_id: fd as u64,
+        }
+    }
+
+    fn span(id: u8) -> SpanContext {
+        SpanContext {
+            trace_id: [id; 16],
+            span_id: [id; 8],
+            parent_span_id: None,
+            trace_flags: 1,
+            trace_state: None,
+        }
+    }
+
+    /// nginx as a proxy on one thread: read A, connect for A, read B,
+    /// connect for B, then write A's and B's upstream requests.
+    #[test]
+    fn a_connection_opened_for_a_request_parents_its_first_call() {
+        let mut t = ThreadWork::new();
+        let (a, b, up_a, up_b) = (conn(10), conn(11), conn(20), conn(21));
+        for (server, upstream, request) in [(a, up_a, span(1)), (b, up_b, span(2))] {
+            t.last_read.put(7, server);
+            t.active.put(7, request.clone());
+            t.serving.put(server, request.clone());
+            let parent = t.current(7).expect("working for a request");
+            t.bound.put(upstream, parent);
+        }
+        assert_eq!(t.parent(7, up_a).map(|p| p.span_id), Some([1; 8]));
+        assert_eq!(t.parent(7, up_b).map(|p| p.span_id), Some([2; 8]));
+        // The binding serves one call; a reused connection follows the thread.
+        t.client_parent.put(up_a, span(1));
+        t.last_read.put(7, up_a);
+        assert_eq!(t.parent(7, conn(22)).map(|p| p.span_id), Some([1; 8]));
     }
 }

@@ -96,7 +96,7 @@ impl Flow for DnsFlow {
                 server: conn.peer,
             };
             let mut lookups = locked(&self.lookups);
-            let outcome = lookups.on_message(&seen, &self.conn, || cx.child_of_thread(tid));
+            let outcome = lookups.on_message(&seen, &self.conn, || cx.call_context(tid, conn.key));
             SelfMetrics::set(&cx.self_metrics.dns_pending_evicted, lookups.evicted);
             drop(lookups);
             match outcome {

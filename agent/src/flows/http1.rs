@@ -14,7 +14,7 @@ use crate::{
     protocols::http1::{Exchange, Output, Session},
     self_metrics::SelfMetrics,
     spans::{
-        Span, SpanContext, SpanKind,
+        Span, SpanContext, SpanKind, Value,
         http::{HttpExchange, HttpFlow, span},
         measure::{Measure, PortText},
         route::{OVERFLOW_ROUTE, path_of},
@@ -71,7 +71,7 @@ impl Flow for Http1Conn {
             None => (cx.new_root(), None),
         };
         if self.kind() == SpanKind::Server {
-            cx.served(tid, &context.0);
+            cx.served(tid, conn.key, &context.0);
         }
         Some(Upgrade {
             protocol: upgrade.protocol,
@@ -122,9 +122,12 @@ impl Http1Conn {
             cx.self_metrics.parse_error("http1", reason);
         }
         for started in &output.started {
-            let incoming = Incoming::of(&started.traceparent, &started.tracestate);
+            let mut incoming = Incoming::of(&started.traceparent, &started.tracestate);
+            if kind == SpanKind::Server {
+                incoming.kernel = cx.kernel.take(conn.key, started.start_ns);
+            }
             self.contexts
-                .push_back(cx.context_for(kind, tid, incoming, true));
+                .push_back(cx.context_for(kind, tid, conn.key, incoming, true));
         }
         for _ in 0..output.abandoned {
             self.contexts.pop_front();
@@ -135,7 +138,7 @@ impl Http1Conn {
                 None => (cx.new_root(), None),
             };
             if kind == SpanKind::Server {
-                cx.served(tid, &started.0);
+                cx.served(tid, conn.key, &started.0);
             }
             self.finish(conn, exchange, started, cx, out);
         }
@@ -167,7 +170,20 @@ impl Http1Conn {
             capture_query: cx.capture_query,
             tls: conn.tls,
         };
+        let span_id = flow.context.span_id;
+        let kept = out.len();
         record(flow, &mut self.peer_ip, parent_sampled, cx, out);
+        // Samples were taken while it was served: Grafana's "profiles for
+        // this span" looks them up by this id (Pyroscope's `span_id` label).
+        if kind == SpanKind::Server
+            && cx.kernel.profiled(&span_id)
+            && let Some(span) = out.get_mut(kept)
+        {
+            span.attributes.push((
+                "pyroscope.profile.id".into(),
+                Value::Str(span_id.iter().map(|b| format!("{b:02x}")).collect()),
+            ));
+        }
     }
 }
 

@@ -128,7 +128,7 @@ impl Http2Conn {
         }
         for started in &output.started {
             let incoming = Incoming::of(&started.traceparent, &started.tracestate);
-            let context = cx.context_for(kind, 0, incoming, false);
+            let context = cx.context_for(kind, 0, conn.key, incoming, false);
             self.contexts.insert(started.stream_id, context);
         }
         if !output.exchanges.is_empty() {

@@ -11,6 +11,7 @@ pub mod context;
 pub mod dns;
 pub mod http1;
 pub mod http2;
+pub mod kernel_ids;
 pub mod tls;
 
 use std::{fmt, net::SocketAddr, sync::Arc};
@@ -216,6 +217,8 @@ impl Default for Protocol {
 #[derive(Clone, Debug)]
 pub struct TrackerSettings {
     pub sampler: Sampler,
+    /// Where server spans with kernel-drawn ids leave their trace for the profiler.
+    pub span_links: crate::spans::links::SpanLinks,
     /// Pod metadata, when watching Kubernetes.
     pub k8s: Option<std::sync::Arc<crate::discovery::k8s::K8s>>,
     /// The TLS probes, told about processes whose connections carry TLS.
@@ -260,6 +263,23 @@ impl Tracker {
         self.cx.metrics.clone()
     }
 
+    /// A record of `conn` at `ts_ns` carried the kernel's ids for a request
+    /// (see [`kernel_ids`]).
+    pub fn kernel_ids(
+        &mut self,
+        conn: crate::conn::ConnKey,
+        ts_ns: u64,
+        ids: crate::capture::event::KernelIds,
+        profiled: bool,
+    ) {
+        self.cx.kernel.note(conn, ts_ns, ids, profiled);
+    }
+
+    /// Thread `tid` connected `conn` (a client connection).
+    pub fn on_connect(&mut self, conn: crate::conn::ConnKey, tid: u32) {
+        self.cx.connected(tid, conn);
+    }
+
     /// Parses `chunks` that `conn` carried in `direction` (moved by thread `tid`);
     /// kept spans are appended to `out`.
     pub fn on_data(
@@ -271,6 +291,9 @@ impl Tracker {
         out: &mut Vec<Span>,
     ) {
         let info = ConnInfo::of(conn);
+        if direction == Direction::Ingress {
+            self.cx.read_by(tid, info.key);
+        }
         for chunk in chunks {
             if let Protocol::Detecting(tries) = &mut conn.protocol {
                 let found = self

@@ -70,6 +70,7 @@ impl Profiling {
         sampler: Sampler,
         metrics: Arc<SelfMetrics>,
         k8s: Option<Arc<crate::discovery::k8s::K8s>>,
+        links: crate::spans::links::SpanLinks,
     ) -> anyhow::Result<Profiling> {
         let (tx, exporter) = match Exporter::new(settings)? {
             Some(exporter) => {
@@ -99,6 +100,7 @@ impl Profiling {
                     dir,
                     tx,
                     metrics,
+                    links,
                 };
                 worker.run(&flag)
             })
@@ -154,6 +156,7 @@ struct Worker {
     dir: Option<PathBuf>,
     tx: Option<mpsc::Sender<Batch>>,
     metrics: Arc<SelfMetrics>,
+    links: crate::spans::links::SpanLinks,
 }
 
 impl Worker {
@@ -189,7 +192,7 @@ impl Worker {
     }
 
     fn interval_done(&mut self, start: SystemTime, end: SystemTime) {
-        let raw = match self.sampler.drain() {
+        let mut raw = match self.sampler.drain() {
             Ok(raw) => raw,
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "draining profile counts");
@@ -205,6 +208,10 @@ impl Worker {
             duration_ns: ns(end).saturating_sub(ns(start)),
             period_ns: self.period_ns,
         };
+        // Samples taken while a thread served a request: that span's trace.
+        for link in raw.iter_mut().filter_map(|s| s.link.as_mut()) {
+            link.trace_id = self.links.trace_of(&link.span_id);
+        }
         let samples: u64 = raw.iter().map(|s| s.count).sum();
         SelfMetrics::add(&self.metrics.profile_samples, samples);
         let discovery = &mut self.discovery;

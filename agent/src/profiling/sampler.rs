@@ -164,6 +164,11 @@ impl Sampler {
                 user_lost: key.user_stack == -EEXIST,
                 kernel_lost: key.kernel_stack == -EEXIST,
                 count,
+                // Its trace is filled in from the spans (`SpanLinks`).
+                link: (key.span_id != 0).then(|| profiles::Link {
+                    trace_id: None,
+                    span_id: key.span_id.to_be_bytes(),
+                }),
             })
             .collect();
         // Every id goes, referenced or not, so the next round starts empty.

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod dns;
 pub mod http;
+pub mod links;
 pub mod measure;
 pub mod route;
 pub mod rpc;

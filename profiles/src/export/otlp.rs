@@ -14,7 +14,10 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message as _;
 
-use crate::{profile::Profile, symbolize::MappingInfo};
+use crate::{
+    profile::{Link, Profile},
+    symbolize::MappingInfo,
+};
 
 /// Interning tables of a request's dictionary; index 0 of each is the zero value.
 struct Dictionary {
@@ -25,6 +28,7 @@ struct Dictionary {
     functions: HashMap<(i32, i32), i32>,
     stacks: HashMap<Vec<i32>, i32>,
     attributes: HashMap<(i32, String), i32>,
+    links: HashMap<Link, i32>,
 }
 
 impl Dictionary {
@@ -45,6 +49,7 @@ impl Dictionary {
             functions: HashMap::new(),
             stacks: HashMap::new(),
             attributes: HashMap::new(),
+            links: HashMap::new(),
         };
         d.string("");
         d
@@ -141,6 +146,24 @@ impl Dictionary {
         i
     }
 
+    /// The link table entry of a sample's span; 0 (no link) when its trace
+    /// is unknown, since a link needs both ids.
+    fn link(&mut self, link: &Link) -> i32 {
+        let Some(trace_id) = link.trace_id else {
+            return 0;
+        };
+        if let Some(&i) = self.links.get(link) {
+            return i;
+        }
+        let i = self.dict.link_table.len() as i32;
+        self.dict.link_table.push(otlp::Link {
+            trace_id: trace_id.to_vec(),
+            span_id: link.span_id.to_vec(),
+        });
+        self.links.insert(*link, i);
+        i
+    }
+
     fn stack(&mut self, locations: Vec<i32>) -> i32 {
         if let Some(&i) = self.stacks.get(&locations) {
             return i;
@@ -181,10 +204,11 @@ pub fn request(profiles: &[Profile]) -> ExportProfilesServiceRequest {
                     any_value::Value::StringValue(sample.thread.to_string()),
                 ));
             }
+            let link_index = sample.link.as_ref().map_or(0, |link| d.link(link));
             samples.push(otlp::Sample {
                 stack_index,
                 attribute_indices,
-                link_index: 0,
+                link_index,
                 values: vec![
                     i64::try_from(sample.count.saturating_mul(profile.period_ns))
                         .unwrap_or(i64::MAX),
@@ -405,6 +429,19 @@ mod tests {
                 assert!(key == "process.pid" || key == "thread.name", "{key}");
             }
         }
+        // One link, shared by both services' linked samples; 0 means none.
+        assert_eq!(d.link_table.len(), 2);
+        assert_eq!(d.link_table[1].trace_id, vec![0x11; 16]);
+        assert_eq!(d.link_table[1].span_id, testing::LINK.span_id.to_vec());
+        let links: Vec<i32> = p.samples.iter().map(|s| s.link_index).collect();
+        assert_eq!(links, [1, 0, 0]);
+        let mut unknown_trace = testing::profile();
+        unknown_trace.samples[0].link = Some(Link {
+            trace_id: None,
+            ..testing::LINK
+        });
+        let lone = super::request(&[unknown_trace]);
+        assert_eq!(lone.dictionary.as_ref().unwrap().link_table.len(), 1);
         let build_ids: Vec<_> = d
             .mapping_table
             .iter()

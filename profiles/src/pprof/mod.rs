@@ -49,6 +49,7 @@ pub fn encode(profile: &Profile) -> proto::Profile {
         unit: nanoseconds,
     };
     let (pid_key, thread_key) = (strings.get("pid"), strings.get("thread_name"));
+    let span_key = strings.get("span_id");
 
     let mut mappings: Vec<proto::Mapping> = Vec::new();
     let mut mapping_ids: HashMap<&MappingInfo, u64> = HashMap::new();
@@ -134,7 +135,15 @@ pub fn encode(profile: &Profile) -> proto::Profile {
             };
             location_id.push(id);
         }
-        let mut label = Vec::with_capacity(2);
+        let mut label = Vec::with_capacity(3);
+        // Pyroscope's span profiles: `span_id`, 16 hex digits, costs no series.
+        if let Some(link) = &sample.link {
+            label.push(proto::Label {
+                key: span_key,
+                str: strings.get(&link.span_hex()),
+                ..Default::default()
+            });
+        }
         if sample.pid != 0 {
             label.push(proto::Label {
                 key: pid_key,
@@ -309,7 +318,17 @@ mod tests {
             .collect();
         assert_eq!(
             labels,
-            vec![("pid", 42, ""), ("thread_name", 0, "app-worker")]
+            vec![
+                ("span_id", 0, "0a0b0c0d01020304"),
+                ("pid", 42, ""),
+                ("thread_name", 0, "app-worker")
+            ]
+        );
+        assert!(
+            decoded.sample[1..]
+                .iter()
+                .all(|x| x.label.iter().all(|l| s(l.key) != "span_id")),
+            "only the linked sample has a span"
         );
         // main and work are shared: 3 + 1 + 1 + 2 distinct locations.
         assert_eq!(decoded.location.len(), 5);

@@ -50,6 +50,8 @@ pub struct Exchange {
 pub struct Started {
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// When the chunk holding the head's first byte arrived.
+    pub start_ns: u64,
 }
 
 /// The connection switched protocols: the `101` exchange that did it, and
@@ -251,6 +253,7 @@ impl Session {
                     out.started.push(Started {
                         traceparent: request.headers.traceparent.clone(),
                         tracestate: request.headers.tracestate.clone(),
+                        start_ns,
                     });
                     self.pending.push_back(Pending {
                         request,
