@@ -44,6 +44,10 @@ pub mod maps {
     pub const TLS_CALLS: &str = "TLS_CALLS";
     /// The socket of each `SSL*` (per tgid), learned from a call's syscall.
     pub const TLS_FDS: &str = "TLS_FDS";
+    /// Thread → the trace and span it serves ([`TraceCtx`](super::TraceCtx)).
+    pub const TRACES_CTX: &str = "traces_ctx_v1";
+    /// Hash of tgids whose stdout/stderr writes are reported (tgid → 1).
+    pub const LOG_PROCS: &str = "LOG_PROCS";
     /// LRU hash tgid → [`verdict`](super::verdict): processes userspace excluded.
     pub const VERDICTS: &str = "VERDICTS";
     /// Program array of the fast path's per-syscall exit handlers, indexed by
@@ -76,8 +80,11 @@ pub mod globals {
     /// Below it records are written without a wakeup and the reader polls:
     /// a wakeup per record costs the traced thread ~9 µs.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
-    /// Thread → the trace and span it serves ([`TraceCtx`](super::TraceCtx)).
-    pub const TRACES_CTX: &str = "traces_ctx_v1";
+    /// Global `u32`: 1 when `--logs` asked for any process (else no lookup).
+    pub const LOGGING: &str = "LOGGING";
+    /// Global `u32`: 1 (default) to keep the thread → request map
+    /// (`traces_ctx_v1`); 0 with `--trace-context off`.
+    pub const TRACE_CONTEXT: &str = "TRACE_CONTEXT";
 }
 
 /// Syscalls the kernel programs trace. Stored as `u32` in events and enter state.
@@ -240,6 +247,10 @@ pub mod kind {
     pub const CLOSE: u32 = 4;
     /// A TCP socket entered SYN_SENT or ESTABLISHED ([`TcpStateEvent`](super::TcpStateEvent)).
     pub const TCP_STATE: u32 = 5;
+    /// A write to stdout or stderr (`fd` 1 or 2) of a process userspace asked
+    /// for (`--logs`); `captured` bytes follow, `trace_id`/`span_id` with
+    /// `flags::TRACE_CTX` when the thread was serving a request.
+    pub const LOG: u32 = 6;
 }
 
 /// TCP states (`include/net/tcp_states.h`).

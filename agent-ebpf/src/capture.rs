@@ -40,7 +40,7 @@ pub const LEN_MASK: u32 = 2 * MAX_CAPTURE_BYTES as u32 - 1;
 
 /// CLOCK_MONOTONIC in nanoseconds; also used as connection id (see `SockInfo`).
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: helper without preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -67,6 +67,7 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
         // SAFETY: the value is copied out immediately.
         match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
             Some(info) if reported(syscall, info) => {}
+            None if crate::logs::logged(tgid, fd, syscall) => {}
             _ => return Ok(()),
         }
     }
@@ -327,7 +328,7 @@ fn named(info: &SockInfo) -> SockInfo {
 }
 
 #[inline(always)]
-fn scratch() -> Result<&'static mut Scratch, Loss> {
+pub fn scratch() -> Result<&'static mut Scratch, Loss> {
     match SCRATCH.get_ptr_mut(0) {
         // SAFETY: per-CPU value, used by one program at a time on this CPU.
         Some(ptr) => Ok(unsafe { &mut *ptr }),
@@ -496,6 +497,18 @@ fn copy_iov<const N: usize>(
     Ok(off)
 }
 
+/// Up to `want` bytes of the first iovecs (a few: log writes) into `buf.data`.
+#[inline(always)]
+pub fn copy_iov_prefix(buf: &mut Scratch, iov: u64, iovcnt: u64, want: u32) -> Result<u32, Loss> {
+    copy_iov::<8>(buf, iov, iovcnt, want)
+}
+
+/// [`submit`] for other modules' records.
+#[inline(always)]
+pub fn submit_record(buf: &mut Scratch, captured: u32) -> Result<(), Loss> {
+    submit(buf, captured)
+}
+
 /// Sends the record in `buf` with `captured` payload bytes.
 #[inline(always)]
 fn submit(buf: &mut Scratch, captured: u32) -> Result<(), Loss> {
@@ -603,6 +616,10 @@ fn on_data(
     known: Option<SockInfo>,
 ) -> Result<(), Loss> {
     let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
+        // Not a socket: stdout or stderr of a process whose output is logged.
+        if crate::logs::logged((pid_tgid >> 32) as u32, call.fd, syscall) {
+            return crate::logs::on_write(pid_tgid, ret, call, syscall);
+        }
         return Ok(());
     };
     // Inside a TLS library call: ciphertext, whose plaintext the library's
@@ -797,6 +814,10 @@ fn on_mmsg(
     known: Option<SockInfo>,
 ) -> Result<(), Loss> {
     let Some(info) = socket_for_data(pid_tgid, call.fd, syscall, known) else {
+        // Not a socket: stdout or stderr of a process whose output is logged.
+        if crate::logs::logged((pid_tgid >> 32) as u32, call.fd, syscall) {
+            return crate::logs::on_write(pid_tgid, ret, call, syscall);
+        }
         return Ok(());
     };
     // Always named: these are rare (resolvers), and one branch on it kept

@@ -177,6 +177,7 @@ fn dispatch<C: EbpfContext>(
         match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
             // Data of opaque sockets stops here too, before the tail call.
             Some(info) if capture::reported(syscall, info) => known = Some(*info),
+            None if crate::logs::logged(tgid, fd, syscall) => {}
             _ => return,
         }
     }

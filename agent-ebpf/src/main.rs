@@ -26,6 +26,7 @@ mod capture;
 mod fast;
 mod frames;
 mod gotls;
+mod logs;
 mod profile;
 mod tcp_state;
 mod tls;
@@ -133,8 +134,8 @@ static ACTIVE: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384
 /// it, which is how the verifier sees the copies are in bounds.
 #[repr(C)]
 pub struct Scratch {
-    header: EventHeader,
-    data: [u8; 3 * MAX_CAPTURE_BYTES],
+    pub header: EventHeader,
+    pub data: [u8; 3 * MAX_CAPTURE_BYTES],
 }
 // Per-CPU map values are limited to 32 KiB by the kernel.
 const _: () = assert!(core::mem::size_of::<Scratch>() <= 32 * 1024);

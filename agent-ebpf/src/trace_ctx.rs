@@ -14,9 +14,13 @@
 //! neither request nor any later one on that thread gets a link (counted).
 
 use agent_common::{EventHeader, Loss, SockInfo, TraceCtx, flags};
-use aya_ebpf::{helpers::bpf_get_prandom_u32, macros::map, maps::LruHashMap};
+use aya_ebpf::{Global, helpers::bpf_get_prandom_u32, macros::map, maps::LruHashMap};
 
 use crate::count_loss;
+
+/// 0 with `--trace-context off`: no map is read or written.
+#[unsafe(no_mangle)]
+static TRACE_CONTEXT: Global<u32> = Global::new(1);
 
 #[map(name = "traces_ctx_v1")]
 static TRACES_CTX: LruHashMap<u64, TraceCtx> = LruHashMap::with_max_entries(16384, 0);
@@ -68,6 +72,9 @@ fn random<const N: usize>() -> [u8; N] {
 /// A read on socket `info` returned data whose first bytes are `head`.
 #[inline(always)]
 pub fn on_ingress(pid_tgid: u64, info: &SockInfo, head: [u8; 4], header: &mut EventHeader) {
+    if TRACE_CONTEXT.load() == 0 {
+        return;
+    }
     let starts = info.flags & flags::ROLE_SERVER != 0 && METHODS.contains(&head);
     // SAFETY: copied out at once.
     let current = unsafe { THREAD_REQUESTS.get(pid_tgid) }.copied();
@@ -113,6 +120,9 @@ pub fn on_ingress(pid_tgid: u64, info: &SockInfo, head: [u8; 4], header: &mut Ev
 /// socket's; the record says so with the ids once the request was sampled.
 #[inline(always)]
 pub fn on_egress(pid_tgid: u64, info: &SockInfo, header: &mut EventHeader) {
+    if TRACE_CONTEXT.load() == 0 {
+        return;
+    }
     let Some(request) = THREAD_REQUESTS.get_ptr_mut(pid_tgid) else {
         return;
     };
@@ -135,10 +145,23 @@ pub fn on_egress(pid_tgid: u64, info: &SockInfo, header: &mut EventHeader) {
     }
 }
 
+/// The trace and span the thread serves now, if any.
+#[inline(always)]
+pub fn current(pid_tgid: u64) -> Option<TraceCtx> {
+    if TRACE_CONTEXT.load() == 0 {
+        return None;
+    }
+    // SAFETY: copied out at once.
+    unsafe { TRACES_CTX.get(pid_tgid) }.copied()
+}
+
 /// The span the sampled thread serves, as a number (0: none); marks its
 /// request sampled.
 #[inline(always)]
 pub fn sampled(pid_tgid: u64) -> u64 {
+    if TRACE_CONTEXT.load() == 0 {
+        return 0;
+    }
     // SAFETY: copied out at once.
     let Some(ctx) = (unsafe { TRACES_CTX.get(pid_tgid) }).copied() else {
         return 0;

@@ -199,6 +199,25 @@ pub struct Cli {
     /// TLS plaintext through uprobes on OpenSSL: `on` (default) or `off`.
     #[arg(long, env = "AGENT_TLS")]
     pub tls: Option<String>,
+    /// Turn writes to stdout/stderr of processes whose executable name
+    /// matches this glob into log records with the trace they belong to
+    /// (repeatable; off by default: logs hold personal data).
+    #[arg(long = "logs", env = "AGENT_LOGS", value_delimiter = ',')]
+    pub logs: Vec<String>,
+    /// Log bytes per second and process; more are dropped (counted).
+    #[arg(long, env = "AGENT_LOG_BYTES_PER_SECOND")]
+    pub log_bytes_per_second: Option<u64>,
+    /// Longest log line kept; longer ones are cut and flagged (at most 8192).
+    #[arg(long, env = "AGENT_LOG_LINE_BYTES")]
+    pub log_line_bytes: Option<usize>,
+    /// Redact e-mail addresses, tokens, passwords and card numbers in log
+    /// lines before they leave the host: `on` (default) or `off`.
+    #[arg(long, env = "AGENT_LOG_REDACTION")]
+    pub log_redaction: Option<String>,
+    /// The kernel's thread → request map (`traces_ctx_v1`), which links CPU
+    /// samples and log lines to requests: `on` (default) or `off`.
+    #[arg(long, env = "AGENT_TRACE_CONTEXT")]
+    pub trace_context: Option<String>,
 }
 
 /// The file form of the same options.
@@ -252,6 +271,12 @@ pub struct FileConfig {
     pub k8s_cluster_name: Option<String>,
     pub k8s_well_known_labels: Option<bool>,
     pub tls: Option<String>,
+    #[serde(default)]
+    pub logs: Vec<String>,
+    pub log_bytes_per_second: Option<u64>,
+    pub log_line_bytes: Option<usize>,
+    pub log_redaction: Option<String>,
+    pub trace_context: Option<String>,
 }
 
 /// Resolved settings the agent runs with.
@@ -294,6 +319,33 @@ pub struct Settings {
     pub k8s: K8sSettings,
     /// TLS plaintext through uprobes on OpenSSL.
     pub tls: bool,
+    /// Log records from processes' stdout/stderr.
+    pub logs: LogSettings,
+    /// Print log records as JSON lines on stdout.
+    pub stdout_logs: bool,
+    /// The kernel's thread → request map (span profiles, log links).
+    pub trace_context: bool,
+}
+
+/// `--logs` and its bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSettings {
+    /// Executable-name globs; empty: off.
+    pub exes: Vec<String>,
+    pub bytes_per_second: u64,
+    pub line_bytes: usize,
+    pub redact: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            exes: Vec::new(),
+            bytes_per_second: 64 * 1024,
+            line_bytes: 4096,
+            redact: true,
+        }
+    }
 }
 
 /// Kubernetes pod metadata settings.
@@ -423,6 +475,9 @@ impl Default for Settings {
             profiling: ProfilingSettings::default(),
             k8s: K8sSettings::default(),
             tls: true,
+            logs: LogSettings::default(),
+            stdout_logs: false,
+            trace_context: true,
         }
     }
 }
@@ -438,7 +493,8 @@ fn parse_stdout(values: &[String]) -> anyhow::Result<Option<Vec<StdoutKind>>> {
             "off" | "none" => {}
             "spans" => kinds.push(StdoutKind::Spans),
             "events" => kinds.push(StdoutKind::Events),
-            other => bail!("--stdout {other:?}: expected spans, events or off"),
+            "logs" => kinds.push(StdoutKind::Logs),
+            other => bail!("--stdout {other:?}: expected spans, events, logs or off"),
         }
     }
     Ok(Some(kinds))
@@ -594,6 +650,41 @@ impl Settings {
                 None | Some("on") => true,
                 Some("off") => false,
                 Some(other) => bail!("--tls {other:?}: expected on or off"),
+            },
+            logs: LogSettings {
+                exes: pick_list(cli.logs, file.logs),
+                bytes_per_second: cli
+                    .log_bytes_per_second
+                    .or(file.log_bytes_per_second)
+                    .unwrap_or(d.logs.bytes_per_second),
+                line_bytes: cli
+                    .log_line_bytes
+                    .or(file.log_line_bytes)
+                    .unwrap_or(d.logs.line_bytes)
+                    .clamp(64, agent_common::MAX_CAPTURE_BYTES),
+                redact: match cli
+                    .log_redaction
+                    .as_deref()
+                    .or(file.log_redaction.as_deref())
+                    .map(str::trim)
+                {
+                    None | Some("on") => true,
+                    Some("off") => false,
+                    Some(other) => bail!("--log-redaction {other:?}: expected on or off"),
+                },
+            },
+            stdout_logs: stdout
+                .as_ref()
+                .is_some_and(|k| k.contains(&StdoutKind::Logs)),
+            trace_context: match cli
+                .trace_context
+                .as_deref()
+                .or(file.trace_context.as_deref())
+                .map(str::trim)
+            {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => bail!("--trace-context {other:?}: expected on or off"),
             },
         };
         let mut settings = settings;

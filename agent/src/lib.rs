@@ -14,6 +14,7 @@ pub mod export;
 pub mod filter;
 pub mod flows;
 pub mod logging;
+pub mod logs;
 pub mod metrics;
 pub mod observed;
 pub mod pipeline;

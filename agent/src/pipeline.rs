@@ -161,8 +161,15 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
     // OTLP: spans through a bounded queue to their exporter task; metrics
     // recorded per service and collected by theirs.
     let mut exporters = Vec::new();
-    let (mut otlp_spans, mut otlp_metrics) = (None, None);
+    let (mut otlp_spans, mut otlp_metrics, mut otlp_logs) = (None, None, None);
     if let Some(otlp) = &settings.otlp {
+        if let Some(protocol) = otlp.logs
+            && !settings.logs.exes.is_empty()
+        {
+            let (sink, task) = crate::logs::export::spawn(protocol, otlp, Arc::clone(&metrics))?;
+            otlp_logs = Some(sink);
+            exporters.push(task);
+        }
         if let Some(protocol) = otlp.traces {
             let (sink, task) = otlp::spawn_spans(protocol, otlp, Arc::clone(&metrics))?;
             otlp_spans = Some(sink);
@@ -236,10 +243,21 @@ pub async fn start(settings: &Settings, taps: Taps) -> anyhow::Result<AgentHandl
         taps,
         stdout_events: settings.events,
         stdout_spans: settings.stdout_spans,
-        stdout: (settings.events || settings.stdout_spans).then(JsonLines::default),
+        stdout: (settings.events || settings.stdout_spans || settings.stdout_logs)
+            .then(JsonLines::default),
         tcp: TcpTuples::default(),
         tracker,
         otlp_spans,
+        logs: if settings.logs.exes.is_empty() {
+            None
+        } else {
+            Some(crate::logs::LogPipeline::new(
+                &settings.logs,
+                otlp_logs,
+                Arc::clone(&metrics),
+            )?)
+        },
+        stdout_logs: settings.stdout_logs,
         tls,
         processes_seen: lru::LruCache::new(
             std::num::NonZeroUsize::new(PROCESSES_SEEN).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -322,6 +340,9 @@ struct Processor {
     stdout: Option<JsonLines>,
     tracker: Tracker,
     otlp_spans: Option<otlp::SpanSink>,
+    /// `--logs`: which processes, their lines, where the records go.
+    logs: Option<crate::logs::LogPipeline>,
+    stdout_logs: bool,
     /// Joins TCP state changes to connections (local addresses).
     tcp: TcpTuples,
     tls: Option<crate::tls::probes::TlsProbes>,
@@ -358,6 +379,10 @@ impl Processor {
                         self.emit_span(span);
                     }
                     self.flush();
+                    if let Some(logs) = &mut self.logs {
+                        let records = logs.tick(&self.capture, monotonic_ns(), |ns| self.clock.unix_ns(ns));
+                        self.emit_logs(records);
+                    }
                     SelfMetrics::set(&self.metrics.connections_tracked, self.table.len() as u64);
                     SelfMetrics::set(&self.metrics.stream_bytes_buffered, self.table.buffered() as u64);
                 }
@@ -383,6 +408,28 @@ impl Processor {
                 if let Some((key, local)) = self.tcp.on_state(&state) {
                     self.set_tcp_local(key, local);
                 }
+            }
+            Record::Log(write) => {
+                let Some(logs) = &mut self.logs else {
+                    return;
+                };
+                let (clock, tracker) = (&self.clock, &mut self.tracker);
+                let tgid = write.tgid;
+                let records = logs.write(write, |ns| clock.unix_ns(ns), || tracker.resource(tgid));
+                self.emit_logs(records);
+            }
+        }
+    }
+
+    fn emit_logs(&mut self, records: Vec<crate::logs::record::LogRecord>) {
+        for record in records {
+            if self.stdout_logs
+                && let Some(out) = &mut self.stdout
+            {
+                out.write(&record);
+            }
+            if let Some(logs) = &self.logs {
+                logs.send(record);
             }
         }
     }

@@ -97,6 +97,16 @@ pub struct SelfMetrics {
     /// Executables that speak TLS through code the agent cannot probe
     /// (stripped or pre-1.17 Go programs).
     pub tls_unprobeable_executables: AtomicU64,
+    /// Gauge: processes whose stdout/stderr is logged (`--logs`).
+    pub log_processes: AtomicU64,
+    /// Log records made from lines.
+    pub log_lines: AtomicU64,
+    pub log_lines_exported: AtomicU64,
+    /// Lines lost: over the per-process byte budget, or the export queue.
+    pub log_lines_over_budget: AtomicU64,
+    pub log_lines_export_dropped: AtomicU64,
+    /// Lines that had secrets replaced.
+    pub log_lines_redacted: AtomicU64,
 }
 
 impl SelfMetrics {
@@ -180,6 +190,12 @@ impl SelfMetrics {
             tls_libraries: get(&self.tls_libraries),
             tls_records: get(&self.tls_records),
             tls_unprobeable_executables: get(&self.tls_unprobeable_executables),
+            log_processes: get(&self.log_processes),
+            log_lines: get(&self.log_lines),
+            log_lines_exported: get(&self.log_lines_exported),
+            log_lines_over_budget: get(&self.log_lines_over_budget),
+            log_lines_export_dropped: get(&self.log_lines_export_dropped),
+            log_lines_redacted: get(&self.log_lines_redacted),
             tls_not_visible: self
                 .tls_not_visible
                 .lock()
@@ -246,6 +262,12 @@ pub struct Snapshot {
     pub tls_libraries: u64,
     pub tls_records: u64,
     pub tls_unprobeable_executables: u64,
+    pub log_processes: u64,
+    pub log_lines: u64,
+    pub log_lines_exported: u64,
+    pub log_lines_over_budget: u64,
+    pub log_lines_export_dropped: u64,
+    pub log_lines_redacted: u64,
     /// TLS connections not visible, by executable name.
     pub tls_not_visible: Vec<(String, u64)>,
     /// Profile exports by (destination, outcome).

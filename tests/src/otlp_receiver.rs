@@ -1,6 +1,7 @@
 //! An OTLP receiver for the tests, on `opentelemetry-proto`'s generated types: the
-//! tonic `TraceService`/`MetricsService` for gRPC, and `POST /v1/traces`,
-//! `/v1/metrics` decoded with prost for HTTP/protobuf. It keeps every request.
+//! tonic `TraceService`/`MetricsService`/`LogsService` for gRPC, and `POST
+//! /v1/traces`, `/v1/metrics`, `/v1/logs` decoded with prost for
+//! HTTP/protobuf. It keeps every request.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,6 +9,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming};
 use opentelemetry_proto::tonic::collector::{
+    logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+        logs_service_server::{LogsService, LogsServiceServer},
+    },
     metrics::v1::{
         ExportMetricsServiceRequest, ExportMetricsServiceResponse,
         metrics_service_server::{MetricsService, MetricsServiceServer},
@@ -26,13 +31,27 @@ use crate::http_receiver::{self, status};
 pub struct Received {
     pub traces: mpsc::Receiver<ExportTraceServiceRequest>,
     pub metrics: mpsc::Receiver<ExportMetricsServiceRequest>,
+    pub logs: mpsc::Receiver<ExportLogsServiceRequest>,
 }
 
 const QUEUE: usize = 4096;
 
+#[derive(Clone)]
 struct Sink {
     traces: mpsc::Sender<ExportTraceServiceRequest>,
     metrics: mpsc::Sender<ExportMetricsServiceRequest>,
+    logs: mpsc::Sender<ExportLogsServiceRequest>,
+}
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let _ = self.logs.send(request.into_inner()).await;
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
 }
 
 #[tonic::async_trait]
@@ -60,11 +79,17 @@ impl MetricsService for Sink {
 fn channels() -> (Sink, Received) {
     let (traces, traces_rx) = mpsc::channel(QUEUE);
     let (metrics, metrics_rx) = mpsc::channel(QUEUE);
+    let (logs, logs_rx) = mpsc::channel(QUEUE);
     (
-        Sink { traces, metrics },
+        Sink {
+            traces,
+            metrics,
+            logs,
+        },
         Received {
             traces: traces_rx,
             metrics: metrics_rx,
+            logs: logs_rx,
         },
     )
 }
@@ -74,15 +99,18 @@ pub async fn grpc() -> anyhow::Result<(SocketAddr, Received)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (sink, received) = channels();
-    let (traces, metrics) = (sink.traces.clone(), sink.metrics.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
-                TraceServiceServer::new(sink)
+                TraceServiceServer::new(sink.clone())
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
             )
             .add_service(
-                MetricsServiceServer::new(Sink { traces, metrics })
+                MetricsServiceServer::new(sink.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .add_service(
+                LogsServiceServer::new(sink)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
             )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
@@ -93,30 +121,26 @@ pub async fn grpc() -> anyhow::Result<(SocketAddr, Received)> {
 /// An HTTP/protobuf receiver on a free loopback port.
 pub async fn http() -> anyhow::Result<(SocketAddr, Received)> {
     let (sink, received) = channels();
-    let addr = http_receiver::serve(move |req| {
-        let (traces, metrics) = (sink.traces.clone(), sink.metrics.clone());
-        handle(req, traces, metrics)
-    })
-    .await?;
+    let addr = http_receiver::serve(move |req| handle(req, sink.clone())).await?;
     Ok((addr, received))
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    traces: mpsc::Sender<ExportTraceServiceRequest>,
-    metrics: mpsc::Sender<ExportMetricsServiceRequest>,
-) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, sink: Sink) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let Some(body) = http_receiver::body(req).await else {
         return status(StatusCode::BAD_REQUEST);
     };
     let ok = match path.as_str() {
         "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
-            Ok(r) => traces.send(r).await.is_ok(),
+            Ok(r) => sink.traces.send(r).await.is_ok(),
             Err(_) => false,
         },
         "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
-            Ok(r) => metrics.send(r).await.is_ok(),
+            Ok(r) => sink.metrics.send(r).await.is_ok(),
+            Err(_) => false,
+        },
+        "/v1/logs" => match ExportLogsServiceRequest::decode(body) {
+            Ok(r) => sink.logs.send(r).await.is_ok(),
             Err(_) => false,
         },
         _ => return status(StatusCode::NOT_FOUND),
@@ -176,8 +200,10 @@ pub fn settings(
     agent::export::otlp::OtlpSettings {
         traces: Some(protocol),
         metrics: Some(protocol),
+        logs: None,
         traces_endpoint: Some(traces),
         metrics_endpoint: Some(metrics),
+        logs_endpoint: None,
         batching: agent::export::otlp::Batching {
             max_queue: 2048,
             delay: std::time::Duration::from_millis(100),

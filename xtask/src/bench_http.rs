@@ -824,7 +824,12 @@ fn verdict(ratio: f64, target: f64) -> &'static str {
 }
 
 fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Value> {
-    let variants = [Variant::OFF, Variant::on("on", &[])];
+    // The third run prices the thread → request map (span profiles, log links).
+    let variants = [
+        Variant::OFF,
+        Variant::on("on", &[]),
+        Variant::on("on, --trace-context off", &["--trace-context", "off"]),
+    ];
     let mut columns = Vec::new();
     for v in &variants {
         columns.push((v, measure(setup, v, || rate_client(url, seconds))?));
@@ -873,6 +878,12 @@ fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
     );
     t.agent_rows("request", |r| r.completed);
     t.print();
+    let trace_context = per_request(columns[1].1.server_cpu_s, &columns[1].1)
+        - per_request(columns[2].1.server_cpu_s, &columns[2].1);
+    println!(
+        "thread → request map (traces_ctx_v1): {trace_context:+.2} µs of nginx CPU per request \
+         (on vs on with --trace-context off)"
+    );
     let p50 = on.p50_us / off.p50_us;
     let p99 = on.p99_us / off.p99_us;
     println!(
@@ -905,6 +916,7 @@ fn fixed_rate(setup: &Setup<'_>, url: &str, seconds: u64) -> anyhow::Result<Valu
         "p99_ratio": j(p99),
         "p50_target": P50_TARGET,
         "p99_target": P99_TARGET,
+        "trace_context_nginx_cpu_us_per_request": j(trace_context),
         "spans_equal_requests": exact.map(|e| e.0),
         "no_drops": exact.map(|e| e.1),
         "runs": columns.iter().map(|(v, m)| json!({

@@ -170,6 +170,7 @@ pub struct TcpState {
 pub enum Record {
     Socket(Event),
     TcpState(TcpState),
+    Log(LogWrite),
 }
 
 /// Why a record could not be decoded.
@@ -197,11 +198,54 @@ pub fn decode_record(record: &[u8]) -> Result<Record, DecodeError> {
         .get(..4)
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or(DecodeError::Short(record.len()))?;
-    if kind == kind::TCP_STATE {
-        decode_tcp_state(record).map(Record::TcpState)
-    } else {
-        decode(record).map(Record::Socket)
+    match kind {
+        kind::TCP_STATE => decode_tcp_state(record).map(Record::TcpState),
+        kind::LOG => decode_log(record).map(Record::Log),
+        _ => decode(record).map(Record::Socket),
     }
+}
+
+/// A write to a logged process's stdout or stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogWrite {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// 1 (stdout) or 2 (stderr).
+    pub fd: i32,
+    /// Bytes the write moved; `payload` holds the first of them.
+    pub bytes: u64,
+    pub payload: Vec<u8>,
+    /// The request the writing thread was serving.
+    pub trace: Option<KernelIds>,
+}
+
+fn decode_log(record: &[u8]) -> Result<LogWrite, DecodeError> {
+    if record.len() < HEADER_LEN {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: as in `decode`.
+    let header: EventHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let captured = header.captured as usize;
+    let available = record.len() - HEADER_LEN;
+    if captured > available {
+        return Err(DecodeError::Payload {
+            captured: header.captured,
+            available,
+        });
+    }
+    Ok(LogWrite {
+        ts_ns: header.ts_ns,
+        tgid: header.tgid,
+        tid: header.tid,
+        fd: header.fd,
+        bytes: u64::try_from(header.bytes).unwrap_or(0),
+        payload: record[HEADER_LEN..HEADER_LEN + captured].to_vec(),
+        trace: (header.flags & flags::TRACE_CTX != 0).then_some(KernelIds {
+            trace_id: header.trace_id,
+            span_id: header.span_id,
+        }),
+    })
 }
 
 fn decode_tcp_state(record: &[u8]) -> Result<TcpState, DecodeError> {

@@ -231,6 +231,8 @@ pub fn load(settings: &Settings, agent_tgid: u32) -> anyhow::Result<Loaded> {
         1
     };
     let filtering = u32::from(!settings.pids.is_empty() || !settings.exes.is_empty());
+    let logging = u32::from(!settings.logs.exes.is_empty());
+    let trace_context = u32::from(settings.trace_context);
     // The kernel's BTF, parsed once (several MiB of it): for the loader's
     // relocations and for the tp_btf programs.
     let btf = Btf::from_sys_fs().ok();
@@ -241,6 +243,8 @@ pub fn load(settings: &Settings, agent_tgid: u32) -> anyhow::Result<Loaded> {
         .override_global(globals::CAPTURE_BYTES, &settings.capture_bytes, true)
         .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
         .override_global(globals::FILTERING, &filtering, true)
+        .override_global(globals::LOGGING, &logging, true)
+        .override_global(globals::TRACE_CONTEXT, &trace_context, true)
         .map_max_entries(maps::EVENTS, ring_bytes)
         .map_max_entries(maps::SOCKETS, settings.socket_table_size);
     // The tracepoint path's enter state is not needed by the fast one.

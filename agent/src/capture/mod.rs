@@ -39,6 +39,8 @@ pub struct Capture {
     losses: PerCpuArray<MapData, u64>,
     sockets: HashMap<MapData, SockKey, SockInfo>,
     verdicts: HashMap<MapData, u32, u32>,
+    /// Processes whose stdout/stderr is logged (`--logs`).
+    log_procs: HashMap<MapData, u32, u32>,
     /// Uprobes attached to TLS libraries (see `crate::tls`), by handle.
     uprobes: std::collections::HashMap<u64, (&'static str, UProbeLinkId)>,
     next_uprobe: u64,
@@ -72,6 +74,8 @@ impl Capture {
         let losses = PerCpuArray::try_from(ebpf.take_map(maps::LOSSES).context("LOSSES map")?)?;
         let sockets = HashMap::try_from(ebpf.take_map(maps::SOCKETS).context("SOCKETS map")?)?;
         let verdicts = HashMap::try_from(ebpf.take_map(maps::VERDICTS).context("VERDICTS map")?)?;
+        let log_procs =
+            HashMap::try_from(ebpf.take_map(maps::LOG_PROCS).context("LOG_PROCS map")?)?;
         Ok(Started {
             capture: Capture {
                 ebpf,
@@ -79,6 +83,7 @@ impl Capture {
                 losses,
                 sockets,
                 verdicts,
+                log_procs,
                 uprobes: std::collections::HashMap::new(),
                 next_uprobe: 0,
             },
@@ -202,6 +207,18 @@ impl Capture {
     /// (`--pid`/`--exe` exclude it).
     pub fn deny(&mut self, tgid: u32) {
         let _ = self.verdicts.insert(tgid, verdict::DENIED, 0);
+    }
+
+    /// Starts (or stops) reporting a process's writes to stdout and stderr.
+    pub fn log_process(&mut self, tgid: u32, on: bool) -> anyhow::Result<()> {
+        if on {
+            self.log_procs
+                .insert(tgid, 1, 0)
+                .context("adding to LOG_PROCS (full?)")
+        } else {
+            let _ = self.log_procs.remove(&tgid);
+            Ok(())
+        }
     }
 }
 

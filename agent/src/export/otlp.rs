@@ -74,10 +74,13 @@ pub struct Batching {
 pub struct OtlpSettings {
     pub traces: Option<Protocol>,
     pub metrics: Option<Protocol>,
+    /// Used only when `--logs` names processes.
+    pub logs: Option<Protocol>,
     /// Explicit endpoints (full URLs for HTTP); `None`: the exporter resolves
     /// `OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT` itself.
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
+    pub logs_endpoint: Option<String>,
     pub batching: Batching,
     pub metric_interval: Duration,
     /// From `OTEL_RESOURCE_ATTRIBUTES`, minus `service.name`.
@@ -138,7 +141,8 @@ impl OtlpSettings {
         };
         let traces = enabled("TRACES", "OTEL_TRACES_EXPORTER");
         let metrics = enabled("METRICS", "OTEL_METRICS_EXPORTER");
-        if !traces && !metrics {
+        let logs = enabled("LOGS", "OTEL_LOGS_EXPORTER");
+        if !traces && !metrics && !logs {
             return Ok(None);
         }
         let resource_attributes = env("OTEL_RESOURCE_ATTRIBUTES")
@@ -161,8 +165,14 @@ impl OtlpSettings {
             } else {
                 None
             },
+            logs: if logs {
+                Some(protocol(env, "LOGS")?)
+            } else {
+                None
+            },
             traces_endpoint: None,
             metrics_endpoint: None,
+            logs_endpoint: None,
             batching: Batching {
                 max_queue: count(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)?,
                 delay: millis(env, "OTEL_BSP_SCHEDULE_DELAY", 5000)?,
@@ -176,7 +186,10 @@ impl OtlpSettings {
 }
 
 /// The SDK resource of a traced process.
-fn sdk_resource(r: &Resource, extra: &[(String, String)]) -> opentelemetry_sdk::Resource {
+pub(crate) fn sdk_resource(
+    r: &Resource,
+    extra: &[(String, String)],
+) -> opentelemetry_sdk::Resource {
     let mut attrs: Vec<KeyValue> = extra
         .iter()
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
@@ -195,7 +208,7 @@ fn sdk_resource(r: &Resource, extra: &[(String, String)]) -> opentelemetry_sdk::
         .build()
 }
 
-fn scope() -> InstrumentationScope {
+pub(crate) fn scope() -> InstrumentationScope {
     InstrumentationScope::builder("agent")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
@@ -256,7 +269,7 @@ fn span_data(span: &Span) -> SpanData {
 
 /// Logs an outage once and its recovery once.
 #[derive(Debug, Default)]
-struct Health {
+pub(crate) struct Health {
     failing: bool,
     backoff: Duration,
     retry_at: Option<tokio::time::Instant>,
@@ -266,12 +279,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Health {
-    fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.retry_at
             .is_none_or(|at| tokio::time::Instant::now() >= at)
     }
 
-    fn failed(&mut self, signal: &str, error: &str) {
+    pub(crate) fn failed(&mut self, signal: &str, error: &str) {
         self.backoff = (self.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
         self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
         if !self.failing {
@@ -280,7 +293,7 @@ impl Health {
         }
     }
 
-    fn succeeded(&mut self, signal: &str) {
+    pub(crate) fn succeeded(&mut self, signal: &str) {
         if self.failing {
             tracing::info!(signal, "OTLP export recovered");
         }
@@ -336,35 +349,92 @@ pub fn spawn_spans(
     )
     .context("building the OTLP span exporter")?;
     let (tx, rx) = mpsc::channel(settings.batching.max_queue);
-    let task = SpanExport {
-        exporter,
-        batching: settings.batching,
-        extra: settings.resource_attributes.clone(),
-        queue: VecDeque::new(),
-        health: Health::default(),
-        metrics: Arc::clone(&metrics),
-    };
+    let task = BatchExport::new(Spans(exporter), settings, Arc::clone(&metrics));
     let handle = tokio::spawn(task.run(rx));
     Ok((SpanSink { tx, metrics }, handle))
 }
 
-struct SpanExport {
-    exporter: opentelemetry_otlp::SpanExporter,
+/// One OTLP signal as the batching task sees it: items that name their
+/// resource, exported one resource at a time.
+pub(crate) trait Signal: Send + 'static {
+    type Item: Send + 'static;
+    /// For the outage log lines.
+    const NAME: &'static str;
+    fn resource(item: &Self::Item) -> &Arc<Resource>;
+    /// Exports one resource's items.
+    fn export(
+        &mut self,
+        resource: opentelemetry_sdk::Resource,
+        items: &[&Self::Item],
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    fn counted(metrics: &SelfMetrics, exported: bool, n: u64);
+    fn shutdown(&mut self);
+}
+
+struct Spans(opentelemetry_otlp::SpanExporter);
+
+impl Signal for Spans {
+    type Item = Span;
+    const NAME: &'static str = "traces";
+
+    fn resource(span: &Span) -> &Arc<Resource> {
+        &span.resource
+    }
+
+    async fn export(
+        &mut self,
+        resource: opentelemetry_sdk::Resource,
+        spans: &[&Span],
+    ) -> Result<(), String> {
+        self.0.set_resource(&resource);
+        let data = spans.iter().map(|s| span_data(s)).collect();
+        self.0.export(data).await.map_err(|e| e.to_string())
+    }
+
+    fn counted(metrics: &SelfMetrics, exported: bool, n: u64) {
+        if exported {
+            SelfMetrics::add(&metrics.spans_exported, n);
+        } else {
+            SelfMetrics::add(&metrics.spans_export_dropped, n);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.0.shutdown();
+    }
+}
+
+/// Batches a signal's items from a bounded queue: never blocks the
+/// producer, drops the oldest when the backend is slow (counted), retries
+/// failed batches with backoff.
+pub(crate) struct BatchExport<S: Signal> {
+    signal: S,
     batching: Batching,
     extra: Vec<(String, String)>,
-    queue: VecDeque<Span>,
+    queue: VecDeque<S::Item>,
     health: Health,
     metrics: Arc<SelfMetrics>,
 }
 
-impl SpanExport {
-    async fn run(mut self, mut rx: mpsc::Receiver<Span>) {
+impl<S: Signal> BatchExport<S> {
+    pub(crate) fn new(signal: S, settings: &OtlpSettings, metrics: Arc<SelfMetrics>) -> Self {
+        BatchExport {
+            signal,
+            batching: settings.batching,
+            extra: settings.resource_attributes.clone(),
+            queue: VecDeque::new(),
+            health: Health::default(),
+            metrics,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<S::Item>) {
         let mut tick = tokio::time::interval(self.batching.delay);
         loop {
             tokio::select! {
-                span = rx.recv() => match span {
-                    Some(span) => {
-                        self.enqueue(span);
+                item = rx.recv() => match item {
+                    Some(item) => {
+                        self.enqueue(item);
                         if self.queue.len() >= self.batching.max_batch {
                             self.flush(false).await;
                         }
@@ -376,42 +446,42 @@ impl SpanExport {
         }
         self.batching.timeout = self.batching.timeout.min(FINAL_FLUSH);
         self.flush(true).await;
-        let _ = self.exporter.shutdown();
+        self.signal.shutdown();
     }
 
-    /// Bounded: the oldest span makes room.
-    fn enqueue(&mut self, span: Span) {
+    /// Bounded: the oldest item makes room.
+    fn enqueue(&mut self, item: S::Item) {
         if self.queue.len() >= self.batching.max_queue {
             self.queue.pop_front();
-            SelfMetrics::add(&self.metrics.spans_export_dropped, 1);
+            S::counted(&self.metrics, false, 1);
         }
-        self.queue.push_back(span);
+        self.queue.push_back(item);
     }
 
-    /// Exports queued spans batch by batch; on `last`, one attempt regardless of
-    /// backoff and whatever fails is dropped (counted).
+    /// Exports queued items batch by batch; on `last`, one attempt regardless
+    /// of backoff and whatever fails is dropped (counted).
     async fn flush(&mut self, last: bool) {
         while !self.queue.is_empty() && (last || self.health.ready()) {
             let n = self.queue.len().min(self.batching.max_batch);
-            let batch: Vec<Span> = self.queue.drain(..n).collect();
+            let batch: Vec<S::Item> = self.queue.drain(..n).collect();
             match self.export(&batch).await {
                 Ok(()) => {
-                    SelfMetrics::add(&self.metrics.spans_exported, n as u64);
-                    self.health.succeeded("traces");
+                    S::counted(&self.metrics, true, n as u64);
+                    self.health.succeeded(S::NAME);
                 }
                 Err(error) => {
-                    self.health.failed("traces", &error);
+                    self.health.failed(S::NAME, &error);
                     if last {
-                        SelfMetrics::add(&self.metrics.spans_export_dropped, n as u64);
+                        S::counted(&self.metrics, false, n as u64);
                         return;
                     }
                     // Retried after the backoff; the queue bound drops the oldest.
-                    for span in batch.into_iter().rev() {
-                        self.queue.push_front(span);
+                    for item in batch.into_iter().rev() {
+                        self.queue.push_front(item);
                     }
                     while self.queue.len() > self.batching.max_queue {
                         self.queue.pop_front();
-                        SelfMetrics::add(&self.metrics.spans_export_dropped, 1);
+                        S::counted(&self.metrics, false, 1);
                     }
                     return;
                 }
@@ -420,24 +490,25 @@ impl SpanExport {
     }
 
     /// One export call per resource in the batch.
-    async fn export(&mut self, batch: &[Span]) -> Result<(), String> {
-        let mut groups: Vec<(Arc<Resource>, Vec<SpanData>)> = Vec::new();
-        for span in batch {
+    async fn export(&mut self, batch: &[S::Item]) -> Result<(), String> {
+        let mut groups: Vec<(&Arc<Resource>, Vec<&S::Item>)> = Vec::new();
+        for item in batch {
+            let resource = S::resource(item);
             match groups
                 .iter_mut()
-                .find(|(r, _)| Arc::ptr_eq(r, &span.resource) || **r == *span.resource)
+                .find(|(r, _)| Arc::ptr_eq(r, resource) || ***r == **resource)
             {
-                Some((_, spans)) => spans.push(span_data(span)),
-                None => groups.push((Arc::clone(&span.resource), vec![span_data(span)])),
+                Some((_, items)) => items.push(item),
+                None => groups.push((resource, vec![item])),
             }
         }
-        for (resource, spans) in groups {
-            self.exporter
-                .set_resource(&sdk_resource(&resource, &self.extra));
-            let export = self.exporter.export(spans);
+        for (resource, items) in groups {
+            let export = self
+                .signal
+                .export(sdk_resource(resource, &self.extra), &items);
             match tokio::time::timeout(self.batching.timeout, export).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(format!("timed out after {:?}", self.batching.timeout)),
             }
         }

@@ -1,5 +1,6 @@
 //! JSON lines on stdout: spans (`--stdout spans`, the local default when no OTLP
-//! endpoint is set) and raw events (`--stdout events`, for debugging).
+//! endpoint is set), log records (`--stdout logs`, with `--logs`) and raw
+//! events (`--stdout events`, for debugging).
 
 use std::io::{BufWriter, Stdout, Write as _};
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 pub enum StdoutKind {
     Spans,
     Events,
+    Logs,
 }
 
 /// Buffered JSON-lines writer, flushed by the caller after each batch.

@@ -275,6 +275,11 @@ impl Tracker {
         self.cx.kernel.note(conn, ts_ns, ids, profiled);
     }
 
+    /// Who a process is (its spans' resource), for its log records.
+    pub fn resource(&mut self, tgid: u32) -> Arc<crate::discovery::Resource> {
+        self.cx.discovery.resource(tgid, "")
+    }
+
     /// Thread `tid` connected `conn` (a client connection).
     pub fn on_connect(&mut self, conn: crate::conn::ConnKey, tid: u32) {
         self.cx.connected(tid, conn);

@@ -190,6 +190,8 @@ pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapsh
     dropped.push(("resolver_full".into(), s.dropped_resolver_full));
     dropped.push(("span_queue_full".into(), s.dropped_span_queue_full));
     dropped.push(("span_export".into(), s.spans_export_dropped));
+    dropped.push(("log_budget".into(), s.log_lines_over_budget));
+    dropped.push(("log_export".into(), s.log_lines_export_dropped));
     dropped.push(("dns_pending_full".into(), s.dns_pending_evicted));
     dropped.push((
         "metrics_services_overflow".into(),
@@ -244,6 +246,27 @@ pub fn render(http: &HttpMetrics, rpc: &RpcMetrics, dns: &DnsMetrics, s: &Snapsh
                 ("kept".to_string(), s.spans_kept),
                 ("sampled_out".to_string(), s.spans_sampled_out),
                 ("exported".to_string(), s.spans_exported),
+            ],
+        ),
+    );
+    scalar(
+        &mut out,
+        "agent_log_processes",
+        "gauge",
+        "Processes whose stdout/stderr lines become log records (--logs).",
+        &one(s.log_processes),
+    );
+    scalar(
+        &mut out,
+        "agent_log_lines_total",
+        "counter",
+        "Log lines, by outcome (lost ones are in agent_events_dropped_total).",
+        &by(
+            "outcome",
+            [
+                ("recorded".to_string(), s.log_lines),
+                ("redacted".to_string(), s.log_lines_redacted),
+                ("exported".to_string(), s.log_lines_exported),
             ],
         ),
     );

@@ -93,7 +93,10 @@ fn hex<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&to_hex(bytes))
 }
 
-fn hex_opt<S: Serializer>(bytes: &Option<SpanId>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn hex_opt<S: Serializer, const N: usize>(
+    bytes: &Option<[u8; N]>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match bytes {
         Some(b) => s.serialize_str(&to_hex(b)),
         None => s.serialize_none(),
@@ -111,7 +114,10 @@ fn attribute_map<S: Serializer>(
     map.end()
 }
 
-fn resource_map<S: Serializer>(resource: &Arc<Resource>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn resource_map<S: Serializer>(
+    resource: &Arc<Resource>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let attrs = resource.attributes();
     let mut map = s.serialize_map(Some(attrs.len()))?;
     for (k, v) in &attrs {
