@@ -3,6 +3,7 @@
 mod bench;
 mod bench_grpc;
 mod bench_http;
+mod bench_logs;
 mod bench_profile;
 mod bench_report;
 mod bench_tls;
@@ -41,8 +42,9 @@ enum Task {
     /// Benchmarks, agent off vs on in the same run (needs root): `syscalls`
     /// (ns per traced syscall, per capture path), `http` (wrk and fixed-rate
     /// load against nginx), `grpc` (h2load at a fixed rate against a tonic
-    /// server), `profile` (profiler CPU and memory at 19 and 99 Hz), or
-    /// `all`. Figures also go to target/bench/<name>.json.
+    /// server), `tls` (HTTPS through the OpenSSL uprobes), `logs` (the price
+    /// of `--logs` per line), `profile` (profiler CPU and memory at 19 and
+    /// 99 Hz), or `all`. Figures also go to target/bench/<name>.json.
     Bench {
         #[arg(default_value = "all")]
         which: String,
@@ -104,15 +106,17 @@ fn main() -> anyhow::Result<()> {
                 "http" => bench_http::run(seconds, &agent_args, &agent_env),
                 "grpc" => bench_grpc::run(seconds, &agent_args, &agent_env),
                 "tls" => bench_tls::run(seconds, &agent_args, &agent_env),
+                "logs" => bench_logs::run(),
                 "profile" => bench_profile::run(seconds.max(30)),
                 "all" => bench::run(iterations)
                     .and_then(|()| bench_http::run(seconds, &agent_args, &agent_env))
                     .and_then(|()| bench_grpc::run(seconds, &agent_args, &agent_env))
                     .and_then(|()| bench_tls::run(seconds, &agent_args, &agent_env))
+                    .and_then(|()| bench_logs::run())
                     .and_then(|()| bench_profile::run(seconds.max(30))),
                 other => {
                     anyhow::bail!(
-                        "unknown benchmark {other:?}: syscalls, http, grpc, tls, profile or all"
+                        "unknown benchmark {other:?}: syscalls, http, grpc, tls, logs, profile or all"
                     )
                 }
             }
