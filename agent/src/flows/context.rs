@@ -216,11 +216,6 @@ impl Context {
             self.threads.active.put(tid, context.clone());
             self.threads.serving.put(conn, context.clone());
         }
-        if kind == SpanKind::Server && incoming.kernel.is_some() {
-            self.kernel
-                .links
-                .remember(context.span_id, context.trace_id);
-        }
         (context, sampled)
     }
 
