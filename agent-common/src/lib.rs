@@ -718,4 +718,6 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TcpStateEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TraceCtx {}
 }

@@ -218,6 +218,11 @@ pub struct Cli {
     /// samples and log lines to requests: `on` (default) or `off`.
     #[arg(long, env = "AGENT_TRACE_CONTEXT")]
     pub trace_context: Option<String>,
+    /// Pin the thread → request map in the BPF filesystem so other eBPF
+    /// profilers on the node read it (the OpenTelemetry eBPF profiler looks
+    /// at `/sys/fs/bpf/otel/traces_ctx_v1`); removed when the agent stops.
+    #[arg(long, env = "AGENT_PIN_TRACE_CONTEXT")]
+    pub pin_trace_context: Option<PathBuf>,
 }
 
 /// The file form of the same options.
@@ -277,6 +282,7 @@ pub struct FileConfig {
     pub log_line_bytes: Option<usize>,
     pub log_redaction: Option<String>,
     pub trace_context: Option<String>,
+    pub pin_trace_context: Option<PathBuf>,
 }
 
 /// Resolved settings the agent runs with.
@@ -325,6 +331,8 @@ pub struct Settings {
     pub stdout_logs: bool,
     /// The kernel's thread → request map (span profiles, log links).
     pub trace_context: bool,
+    /// Where to pin that map (`traces_ctx_v1`), if anywhere.
+    pub pin_trace_context: Option<PathBuf>,
 }
 
 /// `--logs` and its bounds.
@@ -478,6 +486,7 @@ impl Default for Settings {
             logs: LogSettings::default(),
             stdout_logs: false,
             trace_context: true,
+            pin_trace_context: None,
         }
     }
 }
@@ -686,6 +695,7 @@ impl Settings {
                 Some("off") => false,
                 Some(other) => bail!("--trace-context {other:?}: expected on or off"),
             },
+            pin_trace_context: cli.pin_trace_context.or(file.pin_trace_context),
         };
         let mut settings = settings;
         let backend =

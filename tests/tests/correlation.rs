@@ -364,3 +364,89 @@ fn path_of_full(span: &Span) -> Option<String> {
     let rest = full.split_once("://")?.1;
     Some(rest[rest.find('/')?..].to_string())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_thread_map_is_pinned_for_other_profilers() {
+    let test = "the_thread_map_is_pinned_for_other_profilers";
+    if !privileged(test) {
+        return;
+    }
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" /sys/fs/bpf bpf ")));
+    if !mounted {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting bpffs");
+    }
+    let dir = temp_dir("corr-pin");
+    let server_exe = build_corr_server(&dir.join("corr_server"));
+    let pin = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/e2e-{}/traces_ctx_v1",
+        std::process::id()
+    ));
+    let port = free_port();
+    let mut s = e2e::settings_for_ports(&[port]);
+    s.profiling.enabled = false;
+    s.pin_trace_context = Some(pin.clone());
+    let mut agent = Running::start(s).await.expect("agent starts");
+    assert!(pin.exists(), "pinned at {}", pin.display());
+    let mut server = std::process::Command::new(&server_exe)
+        .arg(port.to_string())
+        .spawn()
+        .expect("corr_server");
+    wait_listening(port);
+    let server_pid = server.id();
+    let client = tokio::spawn(peers::python(format!(
+        r#"
+import http.client
+c = http.client.HTTPConnection("127.0.0.1", {port})
+c.request("GET", "/burn"); c.getresponse().read()
+"#
+    )));
+    // What another profiler sees while the request burns: the server
+    // thread's entry, read from the pin alone.
+    let seen = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + DEADLINE;
+        loop {
+            let data = aya::maps::MapData::from_pin(&pin).expect("open the pin");
+            let map: aya::maps::HashMap<_, u64, agent_common::TraceCtx> =
+                aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("map");
+            let entries: Vec<(u64, agent_common::TraceCtx)> = map
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(key, _)| (key >> 32) as u32 == server_pid)
+                .collect();
+            if !entries.is_empty() || std::time::Instant::now() > until {
+                return entries;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("join");
+    let _ = client.await;
+    let spans = agent
+        .spans_until(&[server_pid], DEADLINE, |s| !s.is_empty())
+        .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let pin = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/e2e-{}/traces_ctx_v1",
+        std::process::id()
+    ));
+    agent.handle.stop().await;
+    let burn = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server)
+        .unwrap_or_else(|| panic!("the /burn span: {spans:#?}"));
+    assert_eq!(seen.len(), 1, "one thread serving: {seen:?}");
+    let (key, ctx) = seen[0];
+    assert_eq!(key as u32, server_pid, "the main thread (tid) serves");
+    assert_eq!(ctx.span_id, burn.span_id, "the span's own id");
+    assert_eq!(ctx.trace_id, burn.trace_id);
+    assert!(!pin.exists(), "the pin is removed at stop");
+    let _ = std::fs::remove_dir(pin.parent().expect("dir"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

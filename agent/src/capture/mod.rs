@@ -41,6 +41,8 @@ pub struct Capture {
     verdicts: HashMap<MapData, u32, u32>,
     /// Processes whose stdout/stderr is logged (`--logs`).
     log_procs: HashMap<MapData, u32, u32>,
+    /// `--pin-trace-context`: the pin this agent made, removed on drop.
+    pinned: Option<std::path::PathBuf>,
     /// Uprobes attached to TLS libraries (see `crate::tls`), by handle.
     uprobes: std::collections::HashMap<u64, (&'static str, UProbeLinkId)>,
     next_uprobe: u64,
@@ -76,6 +78,19 @@ impl Capture {
         let verdicts = HashMap::try_from(ebpf.take_map(maps::VERDICTS).context("VERDICTS map")?)?;
         let log_procs =
             HashMap::try_from(ebpf.take_map(maps::LOG_PROCS).context("LOG_PROCS map")?)?;
+        let pinned = settings
+            .pin_trace_context
+            .as_ref()
+            .and_then(|path| match pin_trace_context(&ebpf, path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "thread → request map pinned");
+                    Some(path.clone())
+                }
+                Err(error) => {
+                    tracing::error!(path = %path.display(), error = %format!("{error:#}"), "thread → request map not pinned; other profilers cannot read it");
+                    None
+                }
+            });
         Ok(Started {
             capture: Capture {
                 ebpf,
@@ -84,6 +99,7 @@ impl Capture {
                 sockets,
                 verdicts,
                 log_procs,
+                pinned,
                 uprobes: std::collections::HashMap::new(),
                 next_uprobe: 0,
             },
@@ -225,5 +241,27 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.detach();
+        if let Some(path) = self.pinned.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// Pins `traces_ctx_v1` at `path`, replacing a pin a previous agent left
+/// (killed before it could remove it).
+fn pin_trace_context(ebpf: &Ebpf, path: &std::path::Path) -> anyhow::Result<()> {
+    let map = ebpf
+        .map(maps::TRACES_CTX)
+        .context("no traces_ctx_v1 map in the kernel object")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} (is bpffs mounted?)", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "replaced a stale pin"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    map.pin(path).context("BPF_OBJ_PIN")?;
+    Ok(())
 }

@@ -1,6 +1,9 @@
 //! Profiles on local disk, for hosts without a backend: each interval replaces
 //! `<service>.pb.gz` (open with `go tool pprof` or upload anywhere) and
-//! `<service>.svg` (open in a browser) in the profiles directory.
+//! `<service>.svg` (open in a browser) in the profiles directory, and
+//! `<service>.spans/<span_id>.svg`: the flamegraph of one request's samples,
+//! for the requests that burned the most CPU (the span's
+//! `pyroscope.profile.id` names its file).
 
 use std::{
     io::Write as _,
@@ -36,7 +39,50 @@ pub fn write(dir: &Path, profile: &Profile, pprof_gz: &[u8]) -> std::io::Result<
     replace(&pb, pprof_gz)?;
     let svg = dir.join(format!("{stem}.svg"));
     replace(&svg, &flamegraph::svg(profile)?)?;
-    Ok(vec![pb, svg])
+    let mut written = vec![pb, svg];
+    written.extend(write_spans(&dir.join(format!("{stem}.spans")), profile)?);
+    Ok(written)
+}
+
+/// Span flamegraphs kept per service and interval (the heaviest spans).
+const MAX_SPAN_GRAPHS: usize = 32;
+
+/// One flamegraph per span with samples, replacing the last interval's.
+fn write_spans(dir: &Path, profile: &Profile) -> std::io::Result<Vec<PathBuf>> {
+    let mut by_span: std::collections::HashMap<String, Vec<crate::profile::Sample>> =
+        Default::default();
+    for sample in &profile.samples {
+        if let Some(link) = &sample.link {
+            by_span
+                .entry(link.span_hex())
+                .or_default()
+                .push(sample.clone());
+        }
+    }
+    if let Ok(old) = std::fs::read_dir(dir) {
+        for entry in old.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if by_span.is_empty() {
+        let _ = std::fs::remove_dir(dir);
+        return Ok(Vec::new());
+    }
+    let mut spans: Vec<(String, Vec<crate::profile::Sample>)> = by_span.into_iter().collect();
+    let weight = |samples: &[crate::profile::Sample]| samples.iter().map(|s| s.count).sum::<u64>();
+    spans.sort_by_key(|(id, samples)| (std::cmp::Reverse(weight(samples)), id.clone()));
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (id, samples) in spans.into_iter().take(MAX_SPAN_GRAPHS) {
+        let one = Profile {
+            samples,
+            ..profile.clone()
+        };
+        let path = dir.join(format!("{id}.svg"));
+        replace(&path, &flamegraph::svg(&one)?)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -50,6 +96,24 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_sampled_span_gets_its_own_flamegraph() {
+        let dir = std::env::temp_dir().join(format!("profiles-local-{}", std::process::id()));
+        let profile = crate::testing::profile();
+        let written = write(&dir, &profile, b"pprof").expect("written");
+        let span = dir.join("app.spans/0a0b0c0d01020304.svg");
+        assert!(written.contains(&span), "{written:?}");
+        let svg = std::fs::read_to_string(&span).expect("span svg");
+        assert!(svg.contains("hot"), "the span's own stack");
+        assert!(!svg.contains("cold"), "not the others");
+        // Next interval without linked samples: last interval's graphs go.
+        let mut unlinked = profile.clone();
+        unlinked.samples[0].link = None;
+        write(&dir, &unlinked, b"pprof").expect("written");
+        assert!(!span.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn service_names_make_safe_file_names() {
