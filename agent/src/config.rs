@@ -509,6 +509,15 @@ fn parse_stdout(values: &[String]) -> anyhow::Result<Option<Vec<StdoutKind>>> {
     Ok(Some(kinds))
 }
 
+/// An `on`/`off` option, on when not given.
+fn on_off(flag: &str, value: Option<&str>) -> anyhow::Result<bool> {
+    match value.map(str::trim) {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => bail!("{flag} {other:?}: expected on or off"),
+    }
+}
+
 /// Lists given on the command line replace the file's; an empty one keeps it.
 fn pick_list<T>(cli: Vec<T>, file: Vec<T>) -> Vec<T> {
     if cli.is_empty() { file } else { cli }
@@ -606,16 +615,10 @@ impl Settings {
             stream_budget_mib: pick!(stream_budget_mib),
             event_queue: pick!(event_queue),
             profiling: ProfilingSettings {
-                enabled: match cli
-                    .profiling
-                    .as_deref()
-                    .or(file.profiling.as_deref())
-                    .map(str::trim)
-                {
-                    None | Some("on") => true,
-                    Some("off") => false,
-                    Some(other) => bail!("--profiling {other:?}: expected on or off"),
-                },
+                enabled: on_off(
+                    "--profiling",
+                    cli.profiling.as_deref().or(file.profiling.as_deref()),
+                )?,
                 frequency: cli
                     .profile_frequency
                     .or(file.profile_frequency)
@@ -655,11 +658,7 @@ impl Settings {
                     || file.k8s_well_known_labels.unwrap_or(false),
                 ..d.k8s.clone()
             },
-            tls: match cli.tls.as_deref().or(file.tls.as_deref()).map(str::trim) {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => bail!("--tls {other:?}: expected on or off"),
-            },
+            tls: on_off("--tls", cli.tls.as_deref().or(file.tls.as_deref()))?,
             logs: LogSettings {
                 exes: pick_list(cli.logs, file.logs),
                 bytes_per_second: cli
@@ -671,30 +670,22 @@ impl Settings {
                     .or(file.log_line_bytes)
                     .unwrap_or(d.logs.line_bytes)
                     .clamp(64, agent_common::MAX_CAPTURE_BYTES),
-                redact: match cli
-                    .log_redaction
-                    .as_deref()
-                    .or(file.log_redaction.as_deref())
-                    .map(str::trim)
-                {
-                    None | Some("on") => true,
-                    Some("off") => false,
-                    Some(other) => bail!("--log-redaction {other:?}: expected on or off"),
-                },
+                redact: on_off(
+                    "--log-redaction",
+                    cli.log_redaction
+                        .as_deref()
+                        .or(file.log_redaction.as_deref()),
+                )?,
             },
             stdout_logs: stdout
                 .as_ref()
                 .is_some_and(|k| k.contains(&StdoutKind::Logs)),
-            trace_context: match cli
-                .trace_context
-                .as_deref()
-                .or(file.trace_context.as_deref())
-                .map(str::trim)
-            {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => bail!("--trace-context {other:?}: expected on or off"),
-            },
+            trace_context: on_off(
+                "--trace-context",
+                cli.trace_context
+                    .as_deref()
+                    .or(file.trace_context.as_deref()),
+            )?,
             pin_trace_context: cli.pin_trace_context.or(file.pin_trace_context),
         };
         let mut settings = settings;

@@ -285,3 +285,26 @@ pub fn scrape(addr: std::net::SocketAddr) -> String {
     );
     body.to_string()
 }
+
+/// The first line of the agent's `/metrics` that starts with `prefix`, waited
+/// for until its value is not 0.
+pub async fn metric_line(agent: &Running, prefix: &str) -> String {
+    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let metrics = tokio::task::spawn_blocking(move || scrape(addr))
+            .await
+            .expect("scrape");
+        if let Some(line) = metrics
+            .lines()
+            .find(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
+        {
+            return line.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no {prefix}:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -281,10 +281,7 @@ impl Server {
     /// server directives (`{d}`: its scratch directory). For `ssl`, the
     /// directory gets a self-signed certificate and a 40 KiB `big.txt`.
     fn nginx(name: &str, listen: &str, extra: &str) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("e2e-{name}-nginx-{port}"));
         std::fs::create_dir_all(&dir).expect("nginx dir");
         let d = dir.display().to_string();
@@ -316,16 +313,32 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .expect("nginx (Debian package nginx)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nginx did not listen");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(port, "nginx");
         Server {
             child,
             port,
             dir: Some(dir),
         }
+    }
+}
+
+/// A loopback port nothing listens on (right now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits (up to 20 s) until something accepts connections on loopback `port`.
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

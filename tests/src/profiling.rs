@@ -25,35 +25,27 @@ fn peers_dir() -> PathBuf {
 
 /// Compiles `peers/burn.c` with frame pointers (leaf functions included) to `out`.
 pub fn build_c_burner(out: &Path) -> PathBuf {
-    let status = Command::new("cc")
-        .args([
-            "-O1",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-mno-omit-leaf-frame-pointer",
-            "-o",
-        ])
-        .arg(out)
-        .arg(peers_dir().join("burn.c"))
-        .status()
-        .expect("cc (install gcc)");
-    assert!(status.success(), "cc failed");
-    out.to_path_buf()
+    cc_with_frame_pointers("burn.c", out, &[])
 }
 
 /// Compiles `peers/corr_server.c` (frame pointers, threads) to `out`.
 pub fn build_corr_server(out: &Path) -> PathBuf {
+    cc_with_frame_pointers("corr_server.c", out, &["-pthread"])
+}
+
+/// `cc` on a C peer with debug info and frame pointers (complete stacks).
+fn cc_with_frame_pointers(source: &str, out: &Path, extra: &[&str]) -> PathBuf {
     let status = Command::new("cc")
         .args([
             "-O1",
             "-g",
             "-fno-omit-frame-pointer",
             "-mno-omit-leaf-frame-pointer",
-            "-pthread",
-            "-o",
         ])
+        .args(extra)
+        .arg("-o")
         .arg(out)
-        .arg(peers_dir().join("corr_server.c"))
+        .arg(peers_dir().join(source))
         .status()
         .expect("cc (install gcc)");
     assert!(status.success(), "cc failed");
@@ -127,6 +119,27 @@ pub fn settings(frequency: u64, dir: &Path) -> Settings {
         },
         ..crate::settings()
     }
+}
+
+/// [`settings`] exporting to a Pyroscope receiver and an OTLP profiles
+/// receiver over gRPC instead of a directory.
+pub fn settings_to_receivers(
+    frequency: u64,
+    dir: &Path,
+    pyroscope: std::net::SocketAddr,
+    otlp: std::net::SocketAddr,
+) -> Settings {
+    let mut s = settings(frequency, dir);
+    s.profiling.dir = None;
+    s.profiling.pyroscope_url = Some(format!("http://{pyroscope}"));
+    s.profiling.otlp = Some(profiles::export::otlp::OtlpConfig {
+        protocol: profiles::export::otlp::Protocol::Grpc,
+        endpoint: format!("http://{otlp}"),
+        headers: Vec::new(),
+        timeout: Duration::from_secs(5),
+        gzip: true,
+    });
+    s
 }
 
 /// The pprof the agent wrote for `service`, gunzipped and decoded.

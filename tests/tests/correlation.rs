@@ -26,24 +26,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn wait_listening(port: u16) {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// CPU time of the samples in `stacks` labelled `span`, in ns.
 fn cpu_of(stacks: &[Stack], span: Option<&str>) -> i64 {
     stacks
@@ -63,24 +45,15 @@ async fn cpu_samples_carry_the_span_they_were_taken_in() {
     let server_exe = build_corr_server(&dir.join("corr_server"));
     let (pyro_addr, mut pushes) = profile_receivers::pyroscope().await.expect("receiver");
     let (otlp_addr, mut otlp) = profile_receivers::otlp_profiles().await.expect("receiver");
-    let port = free_port();
-    let mut s = settings(FREQUENCY, &dir);
-    s.profiling.dir = None;
-    s.profiling.pyroscope_url = Some(format!("http://{pyro_addr}"));
-    s.profiling.otlp = Some(profiles::export::otlp::OtlpConfig {
-        protocol: profiles::export::otlp::Protocol::Grpc,
-        endpoint: format!("http://{otlp_addr}"),
-        headers: Vec::new(),
-        timeout: Duration::from_secs(5),
-        gzip: true,
-    });
+    let port = peers::free_port();
+    let mut s = e2e::profiling::settings_to_receivers(FREQUENCY, &dir, pyro_addr, otlp_addr);
     s.ports = vec![port];
     let mut agent = Running::start(s).await.expect("agent starts");
     let mut server = std::process::Command::new(&server_exe)
         .arg(port.to_string())
         .spawn()
         .expect("corr_server");
-    wait_listening(port);
+    peers::wait_listening(port, "the server");
     // One keep-alive connection: a quick request, a burn, a burn that
     // carries its caller's trace, a quick one.
     let caller_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -210,7 +183,7 @@ async fn an_event_loop_serving_two_requests_gets_no_links() {
         return;
     }
     let dir = temp_dir("corr-asyncio");
-    let port = free_port();
+    let port = peers::free_port();
     let mut s = settings(FREQUENCY, &dir);
     s.ports = vec![port];
     let mut agent = Running::start(s).await.expect("agent starts");
@@ -248,7 +221,7 @@ asyncio.run(main())
         ))
         .spawn()
         .expect("python3");
-    wait_listening(port);
+    peers::wait_listening(port, "the server");
     let client = peers::python(format!(
         r#"
 import http.client, threading, time
@@ -386,7 +359,7 @@ async fn the_thread_map_is_pinned_for_other_profilers() {
         "/sys/fs/bpf/e2e-{}/traces_ctx_v1",
         std::process::id()
     ));
-    let port = free_port();
+    let port = peers::free_port();
     let mut s = e2e::settings_for_ports(&[port]);
     s.profiling.enabled = false;
     s.pin_trace_context = Some(pin.clone());
@@ -396,7 +369,7 @@ async fn the_thread_map_is_pinned_for_other_profilers() {
         .arg(port.to_string())
         .spawn()
         .expect("corr_server");
-    wait_listening(port);
+    peers::wait_listening(port, "the server");
     let server_pid = server.id();
     let client = tokio::spawn(peers::python(format!(
         r#"

@@ -82,28 +82,9 @@ async fn agent_logging(otlp: std::net::SocketAddr, port: u16, name: &str) -> Run
     Running::start(settings).await.expect("agent starts")
 }
 
-/// Waits until the agent logs `count` processes (its scan runs each second).
-async fn listed(agent: &Running, count: u64) {
-    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let metrics = tokio::task::spawn_blocking(move || e2e::scrape(addr))
-            .await
-            .expect("scrape");
-        let n = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("agent_log_processes "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if n >= count {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "not listed:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until the agent logs a process (its scan runs each second).
+async fn listed(agent: &Running) {
+    e2e::metric_line(agent, "agent_log_processes ").await;
 }
 
 /// The server: `/work` logs while serving, `/quiet` does not; a background
@@ -146,10 +127,7 @@ async fn lines_written_while_serving_carry_the_request_and_secrets_are_redacted(
         return;
     }
     let (otlp, mut received) = otlp_receiver::grpc().await.expect("receiver");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = peers::free_port();
     let mut agent = agent_logging(otlp, port, SERVER_NAME).await;
     let mut server = std::process::Command::new("python3")
         .arg("-c")
@@ -160,20 +138,13 @@ async fn lines_written_while_serving_carry_the_request_and_secrets_are_redacted(
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python3");
-    listed(&agent, 1).await;
+    listed(&agent).await;
     {
         use std::io::Write as _;
         let mut stdin = server.stdin.take().expect("stdin");
         stdin.write_all(b"go\n").expect("go");
     }
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    peers::wait_listening(port, "the server");
     let client = peers::python(format!(
         r#"
 import http.client
@@ -307,7 +278,7 @@ os.write(2, b"done\n")
     let (otlp, mut received) = otlp_receiver::grpc().await.expect("receiver");
     let agent = agent_logging(otlp, 1, WRITER_NAME).await;
     let mut watched = run(dir.join("watched.txt"));
-    listed(&agent, 1).await;
+    listed(&agent).await;
     go(&mut watched);
     let until = std::time::Instant::now() + DEADLINE;
     let mut requests = Vec::new();

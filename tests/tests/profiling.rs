@@ -378,16 +378,7 @@ async fn pyroscope_push_and_otlp_profiles() {
     let exe = build_c_burner(&dir.join("burn-export"));
     let (pyro_addr, mut pushes) = profile_receivers::pyroscope().await.expect("receiver");
     let (otlp_addr, mut otlp) = profile_receivers::otlp_profiles().await.expect("receiver");
-    let mut s = settings(99, &dir);
-    s.profiling.dir = None;
-    s.profiling.pyroscope_url = Some(format!("http://{pyro_addr}"));
-    s.profiling.otlp = Some(profiles::export::otlp::OtlpConfig {
-        protocol: profiles::export::otlp::Protocol::Grpc,
-        endpoint: format!("http://{otlp_addr}"),
-        headers: Vec::new(),
-        timeout: Duration::from_secs(5),
-        gzip: true,
-    });
+    let s = e2e::profiling::settings_to_receivers(99, &dir, pyro_addr, otlp_addr);
     let agent = Running::start(s).await.expect("agent starts");
     let ran = tokio::task::spawn_blocking(move || run_measured(&exe, &["cpu", "2"]))
         .await

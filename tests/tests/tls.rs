@@ -33,26 +33,7 @@ async fn https_setup(test: &str) -> Option<(peers::Server, Running)> {
 
 /// Waits until the agent has probed the host's OpenSSL (it does so at start).
 async fn tls_ready(agent: &Running) {
-    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let metrics = tokio::task::spawn_blocking(move || e2e::scrape(addr))
-            .await
-            .expect("scrape");
-        let attached = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("agent_tls_libraries "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if attached > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "no OpenSSL probed:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    e2e::metric_line(agent, "agent_tls_libraries ").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,29 +245,6 @@ async fn a_seccomp_filtered_client_survives_and_a_static_one_is_seen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The first line of the agent's `/metrics` that starts with `prefix`, waited
-/// for until its value is not 0.
-async fn metric_line(agent: &Running, prefix: &str) -> String {
-    let addr = agent.handle.prometheus.expect("Prometheus endpoint");
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let metrics = tokio::task::spawn_blocking(move || e2e::scrape(addr))
-            .await
-            .expect("scrape");
-        if let Some(line) = metrics
-            .lines()
-            .find(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
-        {
-            return line.to_string();
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "no {prefix}:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_https_is_counted_as_not_visible_never_parsed() {
     let test = "node_https_is_counted_as_not_visible_never_parsed";
@@ -329,7 +287,7 @@ async fn node_https_is_counted_as_not_visible_never_parsed() {
     })
     .await
     .expect("join");
-    let counted = metric_line(
+    let counted = e2e::metric_line(
         &agent,
         "agent_tls_not_visible_connections_total{executable=\"node\"}",
     )
@@ -391,10 +349,7 @@ async fn an_exchange_typed_through_openssl_s_client_and_s_server() {
     }
     let dir = e2e::profiling::temp_dir("tls-s-server");
     peers::self_signed_certificate(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = peers::free_port();
     let mut agent = Running::start(settings_for_ports(&[port]))
         .await
         .expect("agent starts");
@@ -410,14 +365,7 @@ async fn an_exchange_typed_through_openssl_s_client_and_s_server() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("openssl s_server");
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "s_server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    peers::wait_listening(port, "s_server");
     // That probe connection made s_server print nothing; the real one follows.
     let mut client = std::process::Command::new("openssl")
         .args([
@@ -533,10 +481,7 @@ struct GoServer {
 
 impl GoServer {
     fn start(program: &std::path::Path, dir: &std::path::Path, h2: bool) -> GoServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = peers::free_port();
         let child = std::process::Command::new(program)
             .arg("server")
             .arg(dir.join("cert.pem"))
@@ -545,14 +490,7 @@ impl GoServer {
             .arg(if h2 { "h2" } else { "h1" })
             .spawn()
             .expect("go_tls server");
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "go_tls did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        peers::wait_listening(port, "go_tls");
         GoServer { child, port }
     }
 
@@ -731,9 +669,9 @@ async fn a_stripped_go_program_is_counted_not_guessed() {
     args.extend(paths.iter().cloned());
     let (pid, lines) = run_client(program, args).await;
     assert_eq!(lines.len(), paths.len(), "{lines:?}");
-    let unprobeable = metric_line(&agent, "agent_tls_unprobeable_executables_total ").await;
+    let unprobeable = e2e::metric_line(&agent, "agent_tls_unprobeable_executables_total ").await;
     assert!(unprobeable.ends_with(" 1"), "{unprobeable}");
-    let counted = metric_line(
+    let counted = e2e::metric_line(
         &agent,
         "agent_tls_not_visible_connections_total{executable=\"go_tls_stripped\"}",
     )
