@@ -67,8 +67,12 @@ pub fn on_enter(ctx: &TracePointContext, syscall: Syscall) -> Result<(), Loss> {
         // SAFETY: the value is copied out immediately.
         match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
             Some(info) if reported(syscall, info) => {}
+            Some(info) => {
+                crate::tls::note_fd(pid_tgid, fd, info);
+                return Ok(());
+            }
             None if crate::logs::logged(tgid, fd, syscall) => {}
-            _ => return Ok(()),
+            None => return Ok(()),
         }
     }
     let call = PendingCall {

@@ -177,8 +177,12 @@ fn dispatch<C: EbpfContext>(
         match unsafe { SOCKETS.get(SockKey { tgid, fd }) } {
             // Data of opaque sockets stops here too, before the tail call.
             Some(info) if capture::reported(syscall, info) => known = Some(*info),
+            Some(info) => {
+                crate::tls::note_fd(pid_tgid, fd, info);
+                return;
+            }
             None if crate::logs::logged(tgid, fd, syscall) => {}
-            _ => return,
+            None => return,
         }
     }
     let Some(slot) = EXIT_CALL.get_ptr_mut(0) else {

@@ -105,7 +105,7 @@ fn enter(ctx: &ProbeContext, key: GoroutineKey) -> Result<(i32, u32), Loss> {
         return Err(Loss::TlsNoSocket);
     };
     // SAFETY: the pointer comes from a successful lookup; one field is written.
-    unsafe { (*info).flags |= flags::TLS };
+    unsafe { tls::mark_tls(&mut *info) };
     let extra = if GO_TLS_MISSED.remove(key).is_ok() {
         flags::TLS_RESYNC
     } else {

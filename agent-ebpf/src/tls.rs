@@ -130,10 +130,41 @@ pub fn claim(pid_tgid: u64, fd: i32) -> bool {
     };
     if let Some(info) = SOCKETS.get_ptr_mut(key) {
         // SAFETY: as above.
-        unsafe { (*info).flags |= flags::TLS };
+        unsafe { mark_tls(&mut *info) };
     }
     count_loss(Loss::TlsCiphertext);
     true
+}
+
+/// A syscall on a socket already marked TLS (its ciphertext is not
+/// reported): if the thread is inside a TLS call that has no socket yet,
+/// this is it. Without this, a socket marked before its first probed call
+/// (userspace gave up on its handshake, the library was probed late) would
+/// never be tied to the call's `SSL*`.
+#[inline(always)]
+pub fn note_fd(pid_tgid: u64, fd: i32, info: &SockInfo) {
+    if info.flags & flags::TLS == 0 {
+        return;
+    }
+    if let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid) {
+        // SAFETY: the pointer comes from a successful lookup; one field is written.
+        unsafe {
+            if (*call).fd < 0 {
+                (*call).fd = fd;
+            }
+        }
+    }
+}
+
+/// Marks a socket TLS at its first library call. An `OPAQUE` mark made
+/// before that came from userspace giving up on its ciphertext (the library
+/// was probed only after the handshake): the plaintext is parseable again.
+#[inline(always)]
+pub fn mark_tls(info: &mut SockInfo) {
+    if info.flags & flags::TLS == 0 {
+        info.flags &= !flags::OPAQUE;
+    }
+    info.flags |= flags::TLS;
 }
 
 /// A RET instruction of any of the four functions: the call's result, then

@@ -541,7 +541,9 @@ impl Processor {
                 self.tracker
                     .on_data(conn, direction, chunks, event.tid, &mut spans);
                 // No parser wants it: the kernel stops copying its bytes.
-                if matches!(conn.protocol, crate::flows::Protocol::Other) {
+                if matches!(conn.protocol, crate::flows::Protocol::Ciphertext) {
+                    self.mark_ciphertext(key);
+                } else if matches!(conn.protocol, crate::flows::Protocol::Other) {
                     self.mark_opaque(key);
                 } else if !conn.kernel_frames && conn.protocol.kernel_frames() {
                     conn.kernel_frames = true;
@@ -559,6 +561,17 @@ impl Processor {
         }
         for span in spans {
             self.emit_span(span);
+        }
+    }
+
+    /// Tells the kernel to skip a connection's ciphertext (not the plaintext
+    /// its TLS library may still give), once.
+    fn mark_ciphertext(&mut self, key: ConnKey) {
+        if let Some(conn) = self.table.get_mut(&key)
+            && !conn.kernel_opaque
+        {
+            conn.kernel_opaque = true;
+            locked(&self.capture).mark_ciphertext(key.tgid, key.fd, key.conn_id);
         }
     }
 

@@ -65,21 +65,31 @@ fn attribute(record: &LogRecord, key: &str) -> Option<String> {
 }
 
 async fn agent_logging(otlp: std::net::SocketAddr, port: u16, name: &str) -> Running {
-    let mut otlp_settings =
-        otlp_receiver::settings(Protocol::Grpc, String::new(), String::new(), Vec::new());
-    otlp_settings.traces = None;
-    otlp_settings.metrics = None;
-    otlp_settings.logs = Some(Protocol::Grpc);
-    otlp_settings.logs_endpoint = Some(format!("http://{otlp}"));
-    let settings = Settings {
-        otlp: Some(otlp_settings),
-        logs: LogSettings {
-            exes: vec![name.to_string()],
-            ..LogSettings::default()
-        },
-        ..settings_for_ports(&[port])
+    let logs = LogSettings {
+        exes: vec![name.to_string()],
+        ..LogSettings::default()
     };
+    let settings = logging_settings(Protocol::Grpc, format!("http://{otlp}"), port, logs);
     Running::start(settings).await.expect("agent starts")
+}
+
+/// Agent settings exporting only logs, over `protocol` to `endpoint`.
+fn logging_settings(
+    protocol: Protocol,
+    endpoint: String,
+    port: u16,
+    logs: LogSettings,
+) -> Settings {
+    let mut otlp = otlp_receiver::settings(protocol, String::new(), String::new(), Vec::new());
+    otlp.traces = None;
+    otlp.metrics = None;
+    otlp.logs = Some(protocol);
+    otlp.logs_endpoint = Some(endpoint);
+    Settings {
+        otlp: Some(otlp),
+        logs,
+        ..settings_for_ports(&[port])
+    }
 }
 
 /// Waits until the agent logs a process (its scan runs each second).
@@ -312,4 +322,67 @@ os.write(2, b"done\n")
     );
     assert_eq!(alone, watched, "byte-identical");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_protobuf_within_a_byte_budget() {
+    let test = "over_http_protobuf_within_a_byte_budget";
+    if !privileged(test) {
+        return;
+    }
+    let (otlp, mut received) = otlp_receiver::http().await.expect("receiver");
+    let logs = LogSettings {
+        exes: vec!["logbudget".into()],
+        bytes_per_second: 1000,
+        ..LogSettings::default()
+    };
+    let endpoint = format!("http://{otlp}/v1/logs");
+    let agent = Running::start(logging_settings(Protocol::HttpProtobuf, endpoint, 1, logs))
+        .await
+        .expect("agent starts");
+    // 200 lines of 40 bytes at once: about 25 fit in the second's budget.
+    let mut writer = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(15, b"logbudget", 0, 0, 0)
+sys.stdin.readline()
+for i in range(200):
+    os.write(1, b"INFO budgeted line number %05d......\n" % i)
+"#,
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    listed(&agent).await;
+    {
+        use std::io::Write as _;
+        let mut stdin = writer.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("go");
+    }
+    assert!(writer.wait().expect("wait").success());
+    e2e::metric_line(&agent, "agent_events_dropped_total{reason=\"log_budget\"}").await;
+    let mut requests = Vec::new();
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), received.logs.recv()).await
+    {
+        requests.push(r);
+    }
+    let metrics = e2e::scrape(agent.handle.prometheus.expect("Prometheus endpoint"));
+    agent.handle.stop().await;
+    let got = records(&requests);
+    let dropped: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("agent_events_dropped_total{reason=\"log_budget\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a count");
+    // One second's budget, or two when the burst straddles a second.
+    assert!(
+        (10..=60).contains(&got.len()),
+        "{} lines within 1,000 bytes/s",
+        got.len()
+    );
+    assert_eq!(got.len() + dropped, 200, "every line recorded or counted");
+    assert!(got.iter().all(|(_, r)| r.severity_number == 9));
 }

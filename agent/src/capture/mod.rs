@@ -203,6 +203,13 @@ impl Capture {
         self.set_flag(tgid, fd, conn_id, flags::OPAQUE);
     }
 
+    /// Tells the kernel this connection's bytes are TLS records it cannot
+    /// read: its syscalls' data is skipped (counted), a TLS library's
+    /// plaintext for it is still reported.
+    pub fn mark_ciphertext(&mut self, tgid: u32, fd: i32, conn_id: u64) {
+        self.set_flag(tgid, fd, conn_id, flags::TLS);
+    }
+
     /// Tells the kernel this connection carries HTTP/2: it copies the frame
     /// headers and the payloads parsers need rather than a prefix.
     pub fn mark_frames(&mut self, tgid: u32, fd: i32, conn_id: u64) {

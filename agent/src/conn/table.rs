@@ -207,6 +207,11 @@ impl ConnTable {
             // was buffered may lack a request or a response, and parsing on
             // would pair the wrong ones.
             if tls && (!conn.tls || event.flags & flags::TLS_RESYNC != 0) {
+                // The kernel dropped an opaque mark made on the ciphertext
+                // (see its `tls::mark_tls`): the plaintext may need its own.
+                if !conn.tls {
+                    conn.kernel_opaque = false;
+                }
                 conn.tls = true;
                 for stream in &mut conn.streams {
                     self.buffered -= stream.buffered();

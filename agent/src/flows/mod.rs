@@ -185,6 +185,12 @@ pub trait Flow: Send + fmt::Debug {
         false
     }
 
+    /// With [`Flow::gives_up`]: its bytes are ciphertext whose plaintext a
+    /// TLS library's probes may still bring ([`Protocol::Ciphertext`]).
+    fn ciphertext(&self) -> bool {
+        false
+    }
+
     /// The connection closed: finish what its close completes.
     fn close(&mut self, conn: &ConnInfo, tid: u32, cx: &mut Context, out: &mut Vec<Span>);
 }
@@ -198,6 +204,10 @@ pub enum Protocol {
     Known(Box<dyn Flow>),
     /// Nothing the agent parses: its bytes are dropped unread.
     Other,
+    /// TLS records whose plaintext has not come (the library is not, or not
+    /// yet, probed): the kernel skips the ciphertext, and plaintext that
+    /// comes later restarts the connection (`conn::table`).
+    Ciphertext,
 }
 
 impl Protocol {
@@ -323,7 +333,11 @@ impl Tracker {
             };
             let Some(upgrade) = flow.data(&info, direction, chunk, tid, &mut self.cx, out) else {
                 if flow.gives_up() {
-                    conn.protocol = Protocol::Other;
+                    conn.protocol = if flow.ciphertext() {
+                        Protocol::Ciphertext
+                    } else {
+                        Protocol::Other
+                    };
                 }
                 continue;
             };

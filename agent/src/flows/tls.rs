@@ -8,7 +8,9 @@
 //! plaintext to this socket. A connection whose plaintext never comes (the
 //! library is not one the agent probes: Node's built-in OpenSSL, BoringSSL,
 //! rustls, Java, a stripped Go binary) is given up after a handshake's worth
-//! of records and counted as "TLS not visible" for its executable.
+//! of records and counted as "TLS not visible" for its executable. The
+//! kernel then skips its ciphertext but not its plaintext, should the
+//! library be probed after all (a program probed only after its handshake).
 
 use super::{ConnInfo, Context, Flow, Module, Upgrade};
 use crate::{capture::Direction, conn::Chunk, spans::Span};
@@ -75,6 +77,10 @@ impl Flow for Ciphertext {
 
     fn gives_up(&self) -> bool {
         self.given_up
+    }
+
+    fn ciphertext(&self) -> bool {
+        true
     }
 
     fn close(&mut self, _conn: &ConnInfo, _tid: u32, _cx: &mut Context, _out: &mut Vec<Span>) {}
