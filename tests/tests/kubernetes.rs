@@ -444,7 +444,12 @@ c.request("GET", "/users/2"); c.getresponse().read()
             &[("job", &format!("{i:064x}"))],
         ));
     }
-    let text = metrics_until(&agent, |t| gauge(t, "agent_k8s_pods") == Some(50)).await;
+    // The store is full at the 50th pod; the 31 after it arrive later.
+    let text = metrics_until(&agent, |t| {
+        gauge(t, "agent_k8s_pods") == Some(50)
+            && gauge(t, "agent_k8s_pods_dropped_total") == Some(31)
+    })
+    .await;
     assert_eq!(gauge(&text, "agent_k8s_pods"), Some(50), "bounded:\n{text}");
     assert_eq!(
         gauge(&text, "agent_k8s_pods_dropped_total"),
