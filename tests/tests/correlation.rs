@@ -141,14 +141,25 @@ for path, headers in (("/quick", {{}}), ("/burn", {{}}),
         background.iter().all(|s| s.span_id.is_none()),
         "no span on background work: {background:#?}"
     );
+    // A sample may also land while a /quick request is served: it is that
+    // request's, never another process's or a made-up span.
     let linked_spans: std::collections::HashSet<&str> =
         all.iter().filter_map(|s| s.span_id.as_deref()).collect();
     let expected: std::collections::HashSet<String> =
-        [burn, traced].iter().map(|s| hex(&s.span_id)).collect();
+        servers.iter().map(|s| hex(&s.span_id)).collect();
     assert!(
         linked_spans.iter().all(|id| expected.contains(*id)),
-        "only the burns' spans: {linked_spans:?}"
+        "only this server's spans: {linked_spans:?}"
     );
+    for quick in [servers[0], servers[3]] {
+        let id = hex(&quick.span_id);
+        assert!(
+            all.iter()
+                .filter(|s| s.span_id.as_deref() == Some(id.as_str()))
+                .all(|s| s.functions.iter().all(|f| f != "burn_request")),
+            "a /quick request never holds a burn"
+        );
+    }
 
     // OTLP: each linked sample points at (trace id, span id) in the link table.
     let request = tokio::time::timeout(DEADLINE, otlp.recv())
