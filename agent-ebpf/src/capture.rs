@@ -658,11 +658,15 @@ fn on_data(
     if syscall.is_egress() {
         crate::trace_ctx::on_egress(pid_tgid, &info, &mut buf.header);
     } else {
-        let head = first_buffer(call, syscall)
-            // SAFETY: bounded read of user memory.
-            .and_then(|b| unsafe { bpf_probe_read_user(b as *const [u8; 4]) }.ok())
-            .filter(|_| ret >= 4)
-            .unwrap_or([0; 4]);
+        let head = || {
+            if ret < 4 {
+                return [0; 4];
+            }
+            first_buffer(call, syscall)
+                // SAFETY: bounded read of user memory.
+                .and_then(|b| unsafe { bpf_probe_read_user(b as *const [u8; 4]) }.ok())
+                .unwrap_or([0; 4])
+        };
         crate::trace_ctx::on_ingress(pid_tgid, &info, head, &mut buf.header);
     }
     let want = prefix_len(ret);

@@ -69,13 +69,19 @@ fn random<const N: usize>() -> [u8; N] {
     out
 }
 
-/// A read on socket `info` returned data whose first bytes are `head`.
+/// A read on socket `info` returned data; `head` reads its first four bytes
+/// from user memory, asked only on server sockets.
 #[inline(always)]
-pub fn on_ingress(pid_tgid: u64, info: &SockInfo, head: [u8; 4], header: &mut EventHeader) {
+pub fn on_ingress(
+    pid_tgid: u64,
+    info: &SockInfo,
+    head: impl FnOnce() -> [u8; 4],
+    header: &mut EventHeader,
+) {
     if TRACE_CONTEXT.load() == 0 {
         return;
     }
-    let starts = info.flags & flags::ROLE_SERVER != 0 && METHODS.contains(&head);
+    let starts = info.flags & flags::ROLE_SERVER != 0 && METHODS.contains(&head());
     // SAFETY: copied out at once.
     let current = unsafe { THREAD_REQUESTS.get(pid_tgid) }.copied();
     if !starts {

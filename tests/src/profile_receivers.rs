@@ -26,6 +26,20 @@ pub struct Push {
     pub request: PushRequest,
 }
 
+impl Push {
+    /// The series of the service `service_name`, if pushed.
+    pub fn series(
+        &self,
+        service_name: &str,
+    ) -> Option<&profiles::export::pyroscope::RawProfileSeries> {
+        self.request.series.iter().find(|s| {
+            s.labels
+                .iter()
+                .any(|l| l.name == "service_name" && l.value == service_name)
+        })
+    }
+}
+
 /// A Pyroscope stand-in on a free loopback port.
 pub async fn pyroscope() -> anyhow::Result<(SocketAddr, mpsc::Receiver<Push>)> {
     let (tx, rx) = mpsc::channel(64);

@@ -102,14 +102,7 @@ for path, headers in (("/quick", {{}}), ("/burn", {{}}),
         .expect("a push")
         .expect("push");
     let series = push
-        .request
-        .series
-        .iter()
-        .find(|s| {
-            s.labels
-                .iter()
-                .any(|l| l.name == "service_name" && l.value == service)
-        })
+        .series(&service)
         .unwrap_or_else(|| panic!("a series with the span's service.name {service:?}"));
     let profile = decode_gz(&series.samples[0].raw_profile);
     let all = stacks(&profile);

@@ -393,14 +393,7 @@ async fn pyroscope_push_and_otlp_profiles() {
     assert_eq!(push.path, "/push.v1.PusherService/Push");
     assert_eq!(push.content_type, "application/proto");
     let series = push
-        .request
-        .series
-        .iter()
-        .find(|s| {
-            s.labels
-                .iter()
-                .any(|l| l.name == "service_name" && l.value == "burn-export")
-        })
+        .series("burn-export")
         .expect("a series for burn-export");
     let label = |name: &str| {
         series

@@ -74,21 +74,14 @@ impl Collector {
             return Vec::new();
         };
         let line_bytes = self.settings.line_bytes;
-        let key = (write.tgid, write.fd);
-        if !self.streams.contains(&key) {
-            self.streams.put(
-                key,
-                Stream {
-                    splitter: LineSplitter::new(line_bytes),
-                    last_ns: 0,
-                    ids: None,
-                    resource: resource(),
-                },
-            );
-        }
-        let Some(stream) = self.streams.get_mut(&key) else {
-            return Vec::new();
-        };
+        let stream = self
+            .streams
+            .get_or_insert_mut((write.tgid, write.fd), || Stream {
+                splitter: LineSplitter::new(line_bytes),
+                last_ns: 0,
+                ids: None,
+                resource: resource(),
+            });
         let missing = write.bytes.saturating_sub(write.payload.len() as u64);
         let lines = stream.splitter.push(&write.payload, missing);
         let buffered = lines.len() > 1 && write.bytes >= BUFFER_FLUSH_BYTES;
